@@ -1,0 +1,5 @@
+//! Not written yet.
+
+use sluice_core::Registry;
+
+pub fn register(_r: &mut Registry) {}

@@ -1,0 +1,4 @@
+pub mod debug;
+pub mod file;
+pub mod otlp;
+pub mod otlphttp;

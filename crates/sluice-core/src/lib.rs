@@ -1,0 +1,26 @@
+//! The sluice engine: component contracts, the registry of factories, the
+//! configuration model and its validation, the graph builder, fan-out, the
+//! exporter helper, lifecycle and self-telemetry.
+//!
+//! This crate never names a concrete component: the binary registers
+//! factories in a [`Registry`] and hands it to [`service::Service`].
+
+pub mod component;
+pub mod config;
+pub mod consumer;
+pub mod exporter_helper;
+pub mod factory;
+pub mod service;
+pub mod telemetry;
+
+pub use component::{
+    BuildContext, ComponentError, ComponentId, Exporter, Extension, Health, Kind, Lifecycle,
+    Processor, Receiver, ServiceState, SignalConsumers, Stability,
+};
+pub use consumer::{ConsumeError, Consumer, ConsumerRef, FanOut};
+pub use factory::{
+    BuildError, ComponentConfig, ComponentInfo, ExporterFactory, ExtensionFactory, FieldError,
+    Listen, ProcessorFactory, ReceiverFactory, Registry,
+};
+pub use sluice_pdata::{Batch, Payload, Signal};
+pub use telemetry::Telemetry;

@@ -12,6 +12,8 @@ pub mod exporter_helper;
 pub mod factory;
 pub mod service;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use component::{
     BuildContext, ComponentError, ComponentId, Exporter, Extension, Health, Kind, Lifecycle,

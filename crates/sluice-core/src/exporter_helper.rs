@@ -191,7 +191,11 @@ pub fn build(
         "Fixed capacity of the sending queue, in batches.",
         &labels,
     );
-    capacity.set(if queue.enabled { queue.queue_size as i64 } else { 0 });
+    capacity.set(if queue.enabled {
+        queue.queue_size as i64
+    } else {
+        0
+    });
     let queue_size = t.gauge(
         "otelcol_exporter_queue_size",
         "Current size of the sending queue, in batches.",
@@ -245,9 +249,7 @@ async fn dispatch(
             }
         };
         let Some(batch) = next else { break };
-        shared
-            .queue_size
-            .set(rx.len() as i64);
+        shared.queue_size.set(rx.len() as i64);
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };

@@ -166,27 +166,22 @@ pub struct ComponentInfo {
 
 type ParseFn = fn(&Value) -> Result<ParsedConfig, Vec<FieldError>>;
 
+type ReceiverBuild = dyn Fn(BuildContext, &ParsedConfig, SignalConsumers) -> Result<Arc<dyn Receiver>, BuildError>
+    + Send
+    + Sync;
+type ProcessorBuild = dyn Fn(BuildContext, &ParsedConfig, ConsumerRef) -> Result<Arc<dyn Processor>, BuildError>
+    + Send
+    + Sync;
+type ExporterBuild =
+    dyn Fn(BuildContext, &ParsedConfig) -> Result<Arc<dyn Exporter>, BuildError> + Send + Sync;
+type ExtensionBuild =
+    dyn Fn(BuildContext, &ParsedConfig) -> Result<Arc<dyn Extension>, BuildError> + Send + Sync;
+
 pub(crate) enum Builder {
-    Receiver(
-        Box<
-            dyn Fn(BuildContext, &ParsedConfig, SignalConsumers) -> Result<Arc<dyn Receiver>, BuildError>
-                + Send
-                + Sync,
-        >,
-    ),
-    Processor(
-        Box<
-            dyn Fn(BuildContext, &ParsedConfig, ConsumerRef) -> Result<Arc<dyn Processor>, BuildError>
-                + Send
-                + Sync,
-        >,
-    ),
-    Exporter(
-        Box<dyn Fn(BuildContext, &ParsedConfig) -> Result<Arc<dyn Exporter>, BuildError> + Send + Sync>,
-    ),
-    Extension(
-        Box<dyn Fn(BuildContext, &ParsedConfig) -> Result<Arc<dyn Extension>, BuildError> + Send + Sync>,
-    ),
+    Receiver(Box<ReceiverBuild>),
+    Processor(Box<ProcessorBuild>),
+    Exporter(Box<ExporterBuild>),
+    Extension(Box<ExtensionBuild>),
 }
 
 pub(crate) struct Entry {

@@ -49,11 +49,13 @@ fn size_histogram() -> Histogram {
     Histogram::new(SIZE_BUCKETS)
 }
 
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
 #[derive(Default)]
 struct Families {
     counters: HashMap<String, Family<Labels, Counter>>,
     gauges: HashMap<String, Family<Labels, Gauge>>,
-    histograms: HashMap<String, Family<Labels, Histogram, fn() -> Histogram>>,
+    histograms: HashMap<String, HistogramFamily>,
 }
 
 /// The process's metric registry.
@@ -110,9 +112,7 @@ impl Telemetry {
     pub fn size_histogram(&self, name: &str, help: &str, pairs: &[(&str, &str)]) -> Histogram {
         let mut fams = self.families.lock().unwrap_or_else(|p| p.into_inner());
         let fam = fams.histograms.entry(name.to_string()).or_insert_with(|| {
-            let f = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
-                size_histogram,
-            );
+            let f = HistogramFamily::new_with_constructor(size_histogram);
             self.register(name, help, f.clone());
             f
         });

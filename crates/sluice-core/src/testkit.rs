@@ -132,7 +132,10 @@ impl Lifecycle for Rename {
     }
     async fn shutdown(&self) -> Result<(), ComponentError> {
         let seen = *self.seen.lock().unwrap();
-        event(&self.inner.log, format!("stop {} seen={seen}", self.inner.label));
+        event(
+            &self.inner.log,
+            format!("stop {} seen={seen}", self.inner.label),
+        );
         Ok(())
     }
 }

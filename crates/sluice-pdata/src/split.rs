@@ -34,11 +34,12 @@ pub fn split_off(payload: &mut Payload, max: usize) -> Payload {
                         left -= ss.spans.len();
                         part.scope_spans.push(rs.scope_spans.remove(0));
                     } else {
-                        part.scope_spans.push(opentelemetry_proto::tonic::trace::v1::ScopeSpans {
-                            scope: ss.scope.clone(),
-                            schema_url: ss.schema_url.clone(),
-                            spans: ss.spans.drain(..left).collect(),
-                        });
+                        part.scope_spans
+                            .push(opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+                                scope: ss.scope.clone(),
+                                schema_url: ss.schema_url.clone(),
+                                spans: ss.spans.drain(..left).collect(),
+                            });
                         left = 0;
                     }
                 }
@@ -47,7 +48,9 @@ pub fn split_off(payload: &mut Payload, max: usize) -> Payload {
             Payload::Traces(out)
         }
         Payload::Logs(req) => {
-            let mut out = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest::default();
+            let mut out =
+                opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest::default(
+                );
             let mut left = max;
             while left > 0 && !req.resource_logs.is_empty() {
                 let rl = &mut req.resource_logs[0];
@@ -68,11 +71,12 @@ pub fn split_off(payload: &mut Payload, max: usize) -> Payload {
                         left -= sl.log_records.len();
                         part.scope_logs.push(rl.scope_logs.remove(0));
                     } else {
-                        part.scope_logs.push(opentelemetry_proto::tonic::logs::v1::ScopeLogs {
-                            scope: sl.scope.clone(),
-                            schema_url: sl.schema_url.clone(),
-                            log_records: sl.log_records.drain(..left).collect(),
-                        });
+                        part.scope_logs
+                            .push(opentelemetry_proto::tonic::logs::v1::ScopeLogs {
+                                scope: sl.scope.clone(),
+                                schema_url: sl.schema_url.clone(),
+                                log_records: sl.log_records.drain(..left).collect(),
+                            });
                         left = 0;
                     }
                 }

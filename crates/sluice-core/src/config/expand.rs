@@ -58,7 +58,11 @@ fn walk(
                         "{path}: environment variable {var} is not set; it expands to an empty string"
                     ));
                 }
-                *value = if whole { typed(out) } else { Value::String(out) };
+                *value = if whole {
+                    typed(out)
+                } else {
+                    Value::String(out)
+                };
             }
             Err(msg) => errors.push(ConfigError::new(path, msg)),
         },
@@ -110,12 +114,10 @@ fn expand_str(
                 }
                 None => name,
             };
-            if var.is_empty()
-                || !var
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(format!("invalid environment variable name {var:?} in {s:?}"));
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "invalid environment variable name {var:?} in {s:?}"
+                ));
             }
             match (lookup(var), default) {
                 (Some(v), _) => out.push_str(&v),
@@ -130,6 +132,7 @@ fn expand_str(
         }
     }
     out.push_str(rest);
-    let whole = refs == 1 && s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+    let whole =
+        refs == 1 && s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
     Ok((out, unset, whole))
 }

@@ -61,7 +61,10 @@ fn a_good_config_validates_with_defaults_applied() {
 #[test]
 fn unknown_component_type_names_its_path() {
     let e = errors(&GOOD.replace("  collect:\n", "  collect:\n  nope/x:\n"));
-    assert!(has(&e, "exporters::nope/x", "unknown exporter type \"nope\""), "{e:?}");
+    assert!(
+        has(&e, "exporters::nope/x", "unknown exporter type \"nope\""),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -75,20 +78,33 @@ fn unknown_field_names_the_field_and_path() {
 #[test]
 fn wrong_type_names_the_nested_field() {
     let e = errors(&GOOD.replace("suffix: \"-a\"", "suffix: [1]"));
-    assert!(e.iter().any(|e| e.path == "processors::rename::suffix"), "{e:?}");
+    assert!(
+        e.iter().any(|e| e.path == "processors::rename::suffix"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn component_validate_errors_are_prefixed() {
     let e = errors(&GOOD.replace("endpoint: 127.0.0.1:4317", "must_be_positive: -1"));
-    assert!(has(&e, "receivers::testrecv::must_be_positive", "negative"), "{e:?}");
+    assert!(
+        has(&e, "receivers::testrecv::must_be_positive", "negative"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn pipeline_naming_an_undefined_component() {
-    let e = errors(&GOOD.replace("exporters: [collect]", "exporters: [collect, collect/missing]"));
+    let e = errors(&GOOD.replace(
+        "exporters: [collect]",
+        "exporters: [collect, collect/missing]",
+    ));
     assert!(
-        has(&e, "service::pipelines::traces::exporters", "collect/missing is not configured"),
+        has(
+            &e,
+            "service::pipelines::traces::exporters",
+            "collect/missing is not configured"
+        ),
         "{e:?}"
     );
 }
@@ -99,13 +115,24 @@ fn component_that_does_not_support_the_signal() {
         + "    metrics:\n      receivers: [testrecv]\n      exporters: [tracesonly]\n";
     let e = errors(&text);
     assert!(
-        has(&e, "service::pipelines::metrics::exporters", "does not support metrics"),
+        has(
+            &e,
+            "service::pipelines::metrics::exporters",
+            "does not support metrics"
+        ),
         "{e:?}"
     );
     // The processor supports traces only as well.
     let text = GOOD.to_string() + "    logs:\n      receivers: [testrecv]\n      processors: [rename]\n      exporters: [collect]\n";
     let e = errors(&text);
-    assert!(has(&e, "service::pipelines::logs::processors", "does not support logs"), "{e:?}");
+    assert!(
+        has(
+            &e,
+            "service::pipelines::logs::processors",
+            "does not support logs"
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -115,44 +142,80 @@ fn empty_receiver_and_exporter_lists() {
             .replace("receivers: [testrecv]", "receivers: []")
             .replace("exporters: [collect]", "exporters: []"),
     );
-    assert!(has(&e, "service::pipelines::traces::receivers", "at least one receiver"), "{e:?}");
-    assert!(has(&e, "service::pipelines::traces::exporters", "at least one exporter"), "{e:?}");
+    assert!(
+        has(
+            &e,
+            "service::pipelines::traces::receivers",
+            "at least one receiver"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(
+            &e,
+            "service::pipelines::traces::exporters",
+            "at least one exporter"
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn port_used_twice_is_reported_with_both_places() {
-    let text = GOOD.replace(
-        "    endpoint: 127.0.0.1:4317\n",
-        "    endpoint: 127.0.0.1:4317\n  testrecv/2:\n    endpoint: 0.0.0.0:4317\n",
-    )
-    .replace("receivers: [testrecv]", "receivers: [testrecv, testrecv/2]");
+    let text = GOOD
+        .replace(
+            "    endpoint: 127.0.0.1:4317\n",
+            "    endpoint: 127.0.0.1:4317\n  testrecv/2:\n    endpoint: 0.0.0.0:4317\n",
+        )
+        .replace("receivers: [testrecv]", "receivers: [testrecv, testrecv/2]");
     let e = errors(&text);
     let clash = e
         .iter()
         .find(|e| e.path == "receivers::testrecv/2::endpoint")
         .unwrap_or_else(|| panic!("{e:?}"));
-    assert!(clash.message.contains("receivers::testrecv::endpoint"), "{clash:?}");
+    assert!(
+        clash.message.contains("receivers::testrecv::endpoint"),
+        "{clash:?}"
+    );
 
     // The metrics endpoint counts too.
     let text = GOOD.replace("127.0.0.1:4317", "localhost:8888");
     let e = errors(&text);
-    assert!(e.iter().any(|e| e.path == "service::telemetry::metrics::address"), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|e| e.path == "service::telemetry::metrics::address"),
+        "{e:?}"
+    );
 
     // Different ports, or port 0, do not clash.
-    let ok = GOOD.replace(
-        "    endpoint: 127.0.0.1:4317\n",
-        "    endpoint: 127.0.0.1:0\n  testrecv/2:\n    endpoint: 127.0.0.1:0\n",
-    )
-    .replace("receivers: [testrecv]", "receivers: [testrecv, testrecv/2]");
+    let ok = GOOD
+        .replace(
+            "    endpoint: 127.0.0.1:4317\n",
+            "    endpoint: 127.0.0.1:0\n  testrecv/2:\n    endpoint: 127.0.0.1:0\n",
+        )
+        .replace("receivers: [testrecv]", "receivers: [testrecv, testrecv/2]");
     check(&ok).expect("port 0 never clashes");
 }
 
 #[test]
 fn bad_pipeline_ids_and_unknown_keys() {
     let e = errors(&GOOD.replace("    traces:\n", "    bogus/1:\n"));
-    assert!(has(&e, "service::pipelines::bogus/1", "unknown pipeline type"), "{e:?}");
-    let e = errors(&GOOD.replace("      processors: [rename]\n", "      processor: [rename]\n"));
-    assert!(has(&e, "service::pipelines::traces::processor", "unknown field `processor`"), "{e:?}");
+    assert!(
+        has(&e, "service::pipelines::bogus/1", "unknown pipeline type"),
+        "{e:?}"
+    );
+    let e = errors(&GOOD.replace(
+        "      processors: [rename]\n",
+        "      processor: [rename]\n",
+    ));
+    assert!(
+        has(
+            &e,
+            "service::pipelines::traces::processor",
+            "unknown field `processor`"
+        ),
+        "{e:?}"
+    );
     let e = errors(&(GOOD.to_string() + "extra: 1\n"));
     assert!(has(&e, "extra", "unknown top-level section"), "{e:?}");
 }
@@ -162,13 +225,19 @@ fn missing_service_or_pipelines() {
     let e = errors("receivers:\n  testrecv:\n");
     assert!(e.iter().any(|e| e.path == "service"), "{e:?}");
     let e = errors("service:\n  pipelines: {}\n");
-    assert!(has(&e, "service::pipelines", "at least one pipeline"), "{e:?}");
+    assert!(
+        has(&e, "service::pipelines", "at least one pipeline"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn undefined_extension() {
     let e = errors(&GOOD.replace("service:\n", "service:\n  extensions: [health_check]\n"));
-    assert!(has(&e, "service::extensions", "health_check is not configured"), "{e:?}");
+    assert!(
+        has(&e, "service::extensions", "health_check is not configured"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -193,8 +262,12 @@ service:
     assert!(e.len() >= 5, "expected every problem, got {e:#?}");
     assert!(e.iter().any(|e| e.path == "receivers::nope"));
     assert!(e.iter().any(|e| e.path.starts_with("receivers::testrecv")));
-    assert!(e.iter().any(|e| e.path == "service::pipelines::traces::receivers"));
-    assert!(e.iter().any(|e| e.path == "service::pipelines::traces::exporters"));
+    assert!(e
+        .iter()
+        .any(|e| e.path == "service::pipelines::traces::receivers"));
+    assert!(e
+        .iter()
+        .any(|e| e.path == "service::pipelines::traces::exporters"));
     assert!(e.iter().any(|e| e.path == "service::pipelines::wrong"));
 }
 
@@ -217,13 +290,17 @@ fn files_merge_in_order() {
         v["receivers"]["testrecv"]["endpoint"],
         Value::String("127.0.0.1:9".into())
     );
-    assert!(v["exporters"]["collect"].is_null(), "keys only in the first file stay");
+    assert!(
+        v["exporters"]["collect"].is_null(),
+        "keys only in the first file stay"
+    );
     assert!(v["service"]["pipelines"]["traces"].is_mapping());
 }
 
 #[test]
 fn env_expansion_forms() {
-    let env: HashMap<&str, &str> = [("HOST", "127.0.0.1"), ("PORT", "4317"), ("FLAG", "true")].into();
+    let env: HashMap<&str, &str> =
+        [("HOST", "127.0.0.1"), ("PORT", "4317"), ("FLAG", "true")].into();
     let lookup = |k: &str| env.get(k).map(|v| v.to_string());
     let mut v: Value = serde_yaml_ng::from_str(
         r#"
@@ -239,7 +316,11 @@ g: [ "${HOST}" ]
     .unwrap();
     let warnings = expand(&mut v, &lookup).unwrap();
     assert_eq!(v["a"], Value::String("127.0.0.1:4317".into()));
-    assert_eq!(v["b"], Value::Number(4317.into()), "a lone reference takes its YAML type");
+    assert_eq!(
+        v["b"],
+        Value::Number(4317.into()),
+        "a lone reference takes its YAML type"
+    );
     assert_eq!(v["c"], Value::String("fallback".into()));
     assert_eq!(v["d"], Value::String(String::new()));
     assert_eq!(v["e"], Value::String("$HOME and true".into()));
@@ -248,17 +329,30 @@ g: [ "${HOST}" ]
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].starts_with("d: ") && warnings[0].contains("MISSING"));
 
-    let mut bad: Value = serde_yaml_ng::from_str("x:\n  y: ${file:/etc/passwd}\n  z: ${OPEN\n").unwrap();
+    let mut bad: Value =
+        serde_yaml_ng::from_str("x:\n  y: ${file:/etc/passwd}\n  z: ${OPEN\n").unwrap();
     let errs = expand(&mut bad, &lookup).unwrap_err();
-    assert!(errs.iter().any(|e| e.path == "x::y" && e.message.contains("unsupported config provider")));
-    assert!(errs.iter().any(|e| e.path == "x::z" && e.message.contains("unterminated")));
+    assert!(errs
+        .iter()
+        .any(|e| e.path == "x::y" && e.message.contains("unsupported config provider")));
+    assert!(errs
+        .iter()
+        .any(|e| e.path == "x::z" && e.message.contains("unterminated")));
 }
 
 #[test]
 fn expanded_values_are_validated() {
     let (registry, _) = testkit::registry();
-    let mut v = load(&[src(&GOOD.replace("endpoint: 127.0.0.1:4317", "must_be_positive: ${env:N}"))]).unwrap();
+    let mut v = load(&[src(
+        &GOOD.replace("endpoint: 127.0.0.1:4317", "must_be_positive: ${env:N}")
+    )])
+    .unwrap();
     expand(&mut v, &|_| Some("-5".into())).unwrap();
-    let Err(e) = validate(&v, &registry) else { panic!("expected an error") };
-    assert!(has(&e.0, "receivers::testrecv::must_be_positive", "negative"), "{e:?}");
+    let Err(e) = validate(&v, &registry) else {
+        panic!("expected an error")
+    };
+    assert!(
+        has(&e.0, "receivers::testrecv::must_be_positive", "negative"),
+        "{e:?}"
+    );
 }

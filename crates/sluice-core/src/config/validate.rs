@@ -247,12 +247,17 @@ pub fn validate(root: &Value, registry: &Registry) -> Result<ValidConfig, Config
     let mut components = BTreeMap::new();
     for kind in SECTIONS {
         let section = kind.section();
-        let Some(v) = root_map.get(section) else { continue };
+        let Some(v) = root_map.get(section) else {
+            continue;
+        };
         let map = match v {
             Value::Null => continue,
             Value::Mapping(m) => m,
             _ => {
-                errors.push(ConfigError::new(section, "must be a mapping of component ids to configs"));
+                errors.push(ConfigError::new(
+                    section,
+                    "must be a mapping of component ids to configs",
+                ));
                 continue;
             }
         };
@@ -308,7 +313,10 @@ pub fn validate(root: &Value, registry: &Registry) -> Result<ValidConfig, Config
         }
     };
     if root_map.get("service").is_none() {
-        errors.push(ConfigError::new("service", "missing: a configuration needs a service section with pipelines"));
+        errors.push(ConfigError::new(
+            "service",
+            "missing: a configuration needs a service section with pipelines",
+        ));
     }
 
     let mut pipelines = Vec::new();
@@ -386,7 +394,10 @@ pub fn validate(root: &Value, registry: &Registry) -> Result<ValidConfig, Config
                             if !defined(kind, cid) {
                                 errors.push(ConfigError::new(
                                     &lpath,
-                                    format!("{kind} {cid} is not configured in the {} section", kind.section()),
+                                    format!(
+                                        "{kind} {cid} is not configured in the {} section",
+                                        kind.section()
+                                    ),
                                 ));
                                 continue;
                             }
@@ -432,7 +443,10 @@ pub fn validate(root: &Value, registry: &Registry) -> Result<ValidConfig, Config
     for (kind, id) in &used {
         if let Some(c) = components.get(&(*kind, id.clone())) {
             for l in &c.config.listen {
-                listeners.push((join(&join(kind.section(), &id.to_string()), &l.path), l.address.clone()));
+                listeners.push((
+                    join(&join(kind.section(), &id.to_string()), &l.path),
+                    l.address.clone(),
+                ));
             }
         }
     }
@@ -469,7 +483,11 @@ fn signal_list(signals: &[Signal]) -> String {
     if signals.is_empty() {
         return "none".to_string();
     }
-    signals.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    signals
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Splits `host:port`; returns None if it does not look like one.
@@ -490,17 +508,15 @@ fn is_wildcard(host: &str) -> bool {
 }
 
 fn check_addresses(listeners: &[(String, String)], errors: &mut Vec<ConfigError>) {
-    let parsed: Vec<(&String, &String, Option<(String, u16)>)> = listeners
+    let parsed: Vec<_> = listeners
         .iter()
-        .map(|(p, a)| (p, a, split_addr(a)))
+        .filter_map(|(p, a)| split_addr(a).map(|hp| (p, a, hp)))
         .collect();
-    for (i, (path_a, addr_a, pa)) in parsed.iter().enumerate() {
-        let Some((host_a, port_a)) = pa else { continue };
+    for (i, (path_a, addr_a, (host_a, port_a))) in parsed.iter().enumerate() {
         if *port_a == 0 {
             continue;
         }
-        for (path_b, addr_b, pb) in &parsed[..i] {
-            let Some((host_b, port_b)) = pb else { continue };
+        for (path_b, addr_b, (host_b, port_b)) in &parsed[..i] {
             let clash = port_a == port_b
                 && (host_a == host_b || is_wildcard(host_a) || is_wildcard(host_b));
             if clash {

@@ -62,7 +62,9 @@ struct Started {
 }
 
 fn wrong_kind(kind: Kind, id: &ComponentId) -> BuildError {
-    BuildError::new(format!("internal: {id} is registered as something other than a {kind}"))
+    BuildError::new(format!(
+        "internal: {id} is registered as something other than a {kind}"
+    ))
 }
 
 impl Service {
@@ -80,9 +82,9 @@ impl Service {
             health: health.clone(),
         };
         let entry = |kind: Kind, id: &ComponentId| {
-            let comp = cfg
-                .component(kind, id)
-                .ok_or_else(|| BuildError::new(format!("internal: {kind} {id} was not validated")))?;
+            let comp = cfg.component(kind, id).ok_or_else(|| {
+                BuildError::new(format!("internal: {kind} {id} was not validated"))
+            })?;
             let e = registry
                 .get(kind, id.type_name())
                 .ok_or_else(|| BuildError::new(format!("internal: no factory for {kind} {id}")))?;
@@ -95,10 +97,15 @@ impl Service {
         let mut extensions = Vec::new();
         for id in &cfg.extensions {
             let (comp, e) = entry(Kind::Extension, id)?;
-            let Builder::Extension(build) = &e.build else { return Err(wrong_kind(Kind::Extension, id)) };
+            let Builder::Extension(build) = &e.build else {
+                return Err(wrong_kind(Kind::Extension, id));
+            };
             let inner = build(ctx(Kind::Extension, id), &comp.config)
                 .map_err(|e| fail(Kind::Extension, id, e))?;
-            extensions.push(Named { label: format!("extension {id}"), inner });
+            extensions.push(Named {
+                label: format!("extension {id}"),
+                inner,
+            });
         }
 
         // Exporters: one per id.
@@ -114,11 +121,16 @@ impl Service {
         let mut exporter_by_id: BTreeMap<&ComponentId, ConsumerRef> = BTreeMap::new();
         for id in exporter_ids {
             let (comp, e) = entry(Kind::Exporter, id)?;
-            let Builder::Exporter(build) = &e.build else { return Err(wrong_kind(Kind::Exporter, id)) };
+            let Builder::Exporter(build) = &e.build else {
+                return Err(wrong_kind(Kind::Exporter, id));
+            };
             let inner = build(ctx(Kind::Exporter, id), &comp.config)
                 .map_err(|e| fail(Kind::Exporter, id, e))?;
             exporter_by_id.insert(id, inner.clone());
-            exporters.push(Named { label: format!("exporter {id}"), inner });
+            exporters.push(Named {
+                label: format!("exporter {id}"),
+                inner,
+            });
         }
 
         // Pipelines: processors chained back to front.
@@ -134,13 +146,19 @@ impl Service {
             let mut chain = Vec::new();
             for id in p.processors.iter().rev() {
                 let (comp, e) = entry(Kind::Processor, id)?;
-                let Builder::Processor(build) = &e.build else { return Err(wrong_kind(Kind::Processor, id)) };
+                let Builder::Processor(build) = &e.build else {
+                    return Err(wrong_kind(Kind::Processor, id));
+                };
                 let mut c = ctx(Kind::Processor, id);
                 c.pipeline = Some(p.id.to_string());
                 c.signal = Some(p.id.signal);
-                let inner = build(c, &comp.config, next).map_err(|e| fail(Kind::Processor, id, e))?;
+                let inner =
+                    build(c, &comp.config, next).map_err(|e| fail(Kind::Processor, id, e))?;
                 next = inner.clone();
-                chain.push(Named { label: format!("processor {id} in pipeline {}", p.id), inner });
+                chain.push(Named {
+                    label: format!("processor {id} in pipeline {}", p.id),
+                    inner,
+                });
             }
             chain.reverse();
             processors.extend(chain);
@@ -159,7 +177,9 @@ impl Service {
         let mut receivers = Vec::new();
         for id in receiver_ids {
             let (comp, e) = entry(Kind::Receiver, id)?;
-            let Builder::Receiver(build) = &e.build else { return Err(wrong_kind(Kind::Receiver, id)) };
+            let Builder::Receiver(build) = &e.build else {
+                return Err(wrong_kind(Kind::Receiver, id));
+            };
             let mut consumers = SignalConsumers::default();
             for signal in sluice_pdata::Signal::ALL {
                 let targets: Vec<ConsumerRef> = heads
@@ -173,7 +193,10 @@ impl Service {
             }
             let inner = build(ctx(Kind::Receiver, id), &comp.config, consumers)
                 .map_err(|e| fail(Kind::Receiver, id, e))?;
-            receivers.push(Named { label: format!("receiver {id}"), inner });
+            receivers.push(Named {
+                label: format!("receiver {id}"),
+                inner,
+            });
         }
 
         for (kind, id) in &cfg.unused {
@@ -217,13 +240,19 @@ impl Service {
 
     async fn start_all(&mut self) -> Result<(), ComponentError> {
         if let Some(addr) = &self.metrics_address {
-            let listener = tokio::net::TcpListener::bind(addr.as_str()).await.map_err(|e| {
-                ComponentError::new(format!(
-                    "service::telemetry::metrics::address: cannot listen on {addr}: {e}"
-                ))
-            })?;
+            let listener = tokio::net::TcpListener::bind(addr.as_str())
+                .await
+                .map_err(|e| {
+                    ComponentError::new(format!(
+                        "service::telemetry::metrics::address: cannot listen on {addr}: {e}"
+                    ))
+                })?;
             let token = CancellationToken::new();
-            let handle = tokio::spawn(serve_metrics(self.telemetry.clone(), listener, token.clone()));
+            let handle = tokio::spawn(serve_metrics(
+                self.telemetry.clone(),
+                listener,
+                token.clone(),
+            ));
             self.metrics_server = Some((token, handle));
         }
         async fn start_each<T: ?Sized + crate::component::Lifecycle>(
@@ -231,10 +260,9 @@ impl Service {
             count: &mut usize,
         ) -> Result<(), ComponentError> {
             for n in items {
-                n.inner
-                    .start()
-                    .await
-                    .map_err(|e| ComponentError::new(format!("{}: failed to start: {e}", n.label)))?;
+                n.inner.start().await.map_err(|e| {
+                    ComponentError::new(format!("{}: failed to start: {e}", n.label))
+                })?;
                 *count += 1;
             }
             Ok(())

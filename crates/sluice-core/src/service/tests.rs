@@ -71,17 +71,33 @@ async fn one_receiver_fans_out_to_every_pipeline_with_per_pipeline_processors() 
     service.start().await.unwrap();
 
     let receivers = log.lock().unwrap().receivers.clone();
-    assert_eq!(receivers.len(), 1, "a receiver in three pipelines is one instance");
+    assert_eq!(
+        receivers.len(),
+        1,
+        "a receiver in three pipelines is one instance"
+    );
     let consumers = &receivers[0].1;
-    assert!(consumers.get(Signal::Metrics).is_none(), "no metrics pipeline lists it");
-    let traces = consumers.get(Signal::Traces).expect("traces consumer").clone();
+    assert!(
+        consumers.get(Signal::Metrics).is_none(),
+        "no metrics pipeline lists it"
+    );
+    let traces = consumers
+        .get(Signal::Traces)
+        .expect("traces consumer")
+        .clone();
 
     traces.consume(spans(&["s"])).await.unwrap();
     traces.consume(spans(&["t", "u"])).await.unwrap();
 
     // Each pipeline's processors saw and changed only their own copy.
-    assert_eq!(exported(&log, "collect/a"), vec![vec!["s-x"], vec!["t-x", "u-x"]]);
-    assert_eq!(exported(&log, "collect/b"), vec![vec!["s-x-y"], vec!["t-x-y", "u-x-y"]]);
+    assert_eq!(
+        exported(&log, "collect/a"),
+        vec![vec!["s-x"], vec!["t-x", "u-x"]]
+    );
+    assert_eq!(
+        exported(&log, "collect/b"),
+        vec![vec!["s-x-y"], vec!["t-x-y", "u-x-y"]]
+    );
     assert_eq!(exported(&log, "collect/c"), vec![vec!["s"], vec!["t", "u"]]);
     // The shared exporter is one instance fed by both pipelines.
     let mut shared: Vec<String> = exported(&log, "collect/shared").concat();
@@ -102,10 +118,22 @@ async fn one_receiver_fans_out_to_every_pipeline_with_per_pipeline_processors() 
     service.shutdown().await;
     let events = log.lock().unwrap().events.clone();
     // Per-pipeline state: each rename/x instance counted its own 3 spans.
-    assert!(events.contains(&"stop processor rename/x in traces/a seen=3".to_string()), "{events:?}");
-    assert!(events.contains(&"stop processor rename/x in traces/b seen=3".to_string()), "{events:?}");
-    let exporter_starts = events.iter().filter(|e| e.starts_with("start exporter")).count();
-    assert_eq!(exporter_starts, 4, "four exporters, each started once: {events:?}");
+    assert!(
+        events.contains(&"stop processor rename/x in traces/a seen=3".to_string()),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"stop processor rename/x in traces/b seen=3".to_string()),
+        "{events:?}"
+    );
+    let exporter_starts = events
+        .iter()
+        .filter(|e| e.starts_with("start exporter"))
+        .count();
+    assert_eq!(
+        exporter_starts, 4,
+        "four exporters, each started once: {events:?}"
+    );
 }
 
 #[tokio::test]
@@ -115,11 +143,28 @@ async fn start_and_stop_in_order() {
     service.shutdown().await;
     let events = log.lock().unwrap().events.clone();
     let pos = |prefix: &str, last: bool| {
-        let mut it = events.iter().enumerate().filter(|(_, e)| e.starts_with(prefix)).map(|(i, _)| i);
-        if last { it.last() } else { it.next() }.unwrap_or_else(|| panic!("no {prefix} in {events:?}"))
+        let mut it = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.starts_with(prefix))
+            .map(|(i, _)| i);
+        if last { it.next_back() } else { it.next() }
+            .unwrap_or_else(|| panic!("no {prefix} in {events:?}"))
     };
-    assert!(pos("start exporter", true) < pos("start processor", false), "{events:?}");
-    assert!(pos("start processor", true) < pos("start receiver", false), "{events:?}");
-    assert!(pos("stop receiver", true) < pos("stop exporter", false), "{events:?}");
-    assert!(pos("stop processor", true) < pos("stop exporter", false), "{events:?}");
+    assert!(
+        pos("start exporter", true) < pos("start processor", false),
+        "{events:?}"
+    );
+    assert!(
+        pos("start processor", true) < pos("start receiver", false),
+        "{events:?}"
+    );
+    assert!(
+        pos("stop receiver", true) < pos("stop exporter", false),
+        "{events:?}"
+    );
+    assert!(
+        pos("stop processor", true) < pos("stop exporter", false),
+        "{events:?}"
+    );
 }

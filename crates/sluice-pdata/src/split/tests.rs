@@ -39,7 +39,9 @@ fn traces(shape: &[&[usize]]) -> Payload {
 }
 
 fn span_ids(p: &Payload) -> Vec<u64> {
-    let Payload::Traces(r) = p else { panic!("not traces") };
+    let Payload::Traces(r) = p else {
+        panic!("not traces")
+    };
     r.resource_spans
         .iter()
         .flat_map(|rs| &rs.scope_spans)
@@ -66,15 +68,32 @@ fn split_traces_keeps_every_span_in_order_for_every_cut() {
 
 #[test]
 fn split_metrics_cuts_inside_a_metric_and_keeps_its_type() {
-    let points = |n: usize| (0..n).map(|i| NumberDataPoint { time_unix_nano: i as u64, ..Default::default() }).collect::<Vec<_>>();
+    let points = |n: usize| {
+        (0..n)
+            .map(|i| NumberDataPoint {
+                time_unix_nano: i as u64,
+                ..Default::default()
+            })
+            .collect::<Vec<_>>()
+    };
     let req = ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             scope_metrics: vec![ScopeMetrics {
                 metrics: vec![
-                    Metric { name: "g".into(), data: Some(Data::Gauge(Gauge { data_points: points(3) })), ..Default::default() },
+                    Metric {
+                        name: "g".into(),
+                        data: Some(Data::Gauge(Gauge {
+                            data_points: points(3),
+                        })),
+                        ..Default::default()
+                    },
                     Metric {
                         name: "s".into(),
-                        data: Some(Data::Sum(Sum { data_points: points(5), aggregation_temporality: 2, is_monotonic: true })),
+                        data: Some(Data::Sum(Sum {
+                            data_points: points(5),
+                            aggregation_temporality: 2,
+                            is_monotonic: true,
+                        })),
                         ..Default::default()
                     },
                 ],
@@ -106,7 +125,12 @@ fn split_logs_and_append_round_trip() {
     let req = ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             scope_logs: vec![ScopeLogs {
-                log_records: (0..6).map(|i| LogRecord { severity_number: i, ..Default::default() }).collect(),
+                log_records: (0..6)
+                    .map(|i| LogRecord {
+                        severity_number: i,
+                        ..Default::default()
+                    })
+                    .collect(),
                 ..Default::default()
             }],
             ..Default::default()
@@ -128,7 +152,9 @@ fn batch_copies_only_when_a_shared_batch_is_mutated() {
     assert!(!a.is_unique());
     {
         let mut p = b.make_mut();
-        let Payload::Traces(r) = &mut *p else { panic!() };
+        let Payload::Traces(r) = &mut *p else {
+            panic!()
+        };
         r.resource_spans[0].scope_spans[0].spans.pop();
     }
     assert_eq!(a.items(), 2, "the other holder keeps the original");
@@ -141,8 +167,14 @@ fn json_uses_hex_ids_and_round_trips() {
     let p = traces(&[&[1]]);
     let json = String::from_utf8(to_json(&p)).unwrap();
     assert!(json.contains("\"resourceSpans\""), "{json}");
-    assert!(json.contains(&format!("\"spanId\":\"{}\"", "0000000000000001")), "{json}");
-    assert!(json.contains(&format!("\"traceId\":\"{}\"", "07".repeat(16))), "{json}");
+    assert!(
+        json.contains(&format!("\"spanId\":\"{}\"", "0000000000000001")),
+        "{json}"
+    );
+    assert!(
+        json.contains(&format!("\"traceId\":\"{}\"", "07".repeat(16))),
+        "{json}"
+    );
     let back = from_json(Signal::Traces, json.as_bytes()).unwrap();
     assert_eq!(back, p);
     assert!(from_json(Signal::Traces, b"{\"resourceSpans\": 5}").is_err());

@@ -16,7 +16,11 @@ const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
 const DEFAULT_CONFIG_NAME: &str = "<built-in default config>";
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Receive, process and export telemetry")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Receive, process and export telemetry"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,8 +101,8 @@ fn load(paths: &[PathBuf], registry: &Registry) -> Result<ValidConfig, ConfigErr
         sources
     };
     let mut value = config::load(&sources)?;
-    let warnings = config::expand(&mut value, &|name| std::env::var(name).ok())
-        .map_err(ConfigErrors)?;
+    let warnings =
+        config::expand(&mut value, &|name| std::env::var(name).ok()).map_err(ConfigErrors)?;
     for w in warnings {
         eprintln!("warning: {w}");
     }
@@ -111,7 +115,11 @@ fn print_components(registry: &Registry) {
         let signals = if c.signals.is_empty() {
             "-".to_string()
         } else {
-            c.signals.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+            c.signals
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
         };
         println!(
             "{:<10} {:<16} {:<22} {}",
@@ -132,7 +140,10 @@ fn run_collector(paths: &[PathBuf]) -> ExitCode {
     if let Err(e) = crate::logging::init(&cfg.telemetry.logs) {
         return config_failure(&ConfigErrors(vec![ConfigError::new("", e.to_string())]));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -1,6 +1,8 @@
 //! Log setup: `service.telemetry.logs` picks level and encoding; a `RUST_LOG`
 //! environment variable, when set, overrides the level filter.
 
+use std::io::IsTerminal;
+
 use sluice_core::config::{LogEncoding, LogsConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -17,7 +19,9 @@ pub fn init(cfg: &LogsConfig) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into files or pipes.
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match cfg.encoding {
         LogEncoding::Console => builder.try_init(),
         LogEncoding::Json => builder.json().try_init(),

@@ -17,7 +17,12 @@ fn every_example_config_validates() {
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
         }
-        let out = sluice().arg("validate").arg("-c").arg(&path).output().unwrap();
+        let out = sluice()
+            .arg("validate")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{} does not validate:\n{}",
@@ -26,7 +31,10 @@ fn every_example_config_validates() {
         );
         checked += 1;
     }
-    assert!(checked >= 4, "expected the example configs, found {checked}");
+    assert!(
+        checked >= 4,
+        "expected the example configs, found {checked}"
+    );
 }
 
 #[test]
@@ -39,6 +47,15 @@ fn the_built_in_default_config_validates() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("127.0.0.1:4317") && text.contains("127.0.0.1:4318"));
     assert!(text.contains("./sluice-data/traces.jsonl"));
-    let out = sluice().arg("validate").arg("-c").arg(&file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = sluice()
+        .arg("validate")
+        .arg("-c")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -232,6 +232,10 @@ pub struct BuildContext {
     pub pipeline: Option<String>,
     /// Set for processors: the signal of their pipeline.
     pub signal: Option<Signal>,
+    /// The signals of the pipelines that list this component (for a
+    /// processor, its pipeline's one signal); components register per-signal
+    /// counters for these only.
+    pub signals: Vec<Signal>,
     pub telemetry: Arc<Telemetry>,
     pub health: Health,
 }

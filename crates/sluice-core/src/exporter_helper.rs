@@ -188,7 +188,7 @@ pub fn build(
     let labels = [("exporter", id.as_str())];
     let capacity = t.gauge(
         "otelcol_exporter_queue_capacity",
-        "Fixed capacity of the sending queue, in batches.",
+        "Fixed capacity of the sending queue, in batches",
         &labels,
     );
     capacity.set(if queue.enabled {
@@ -198,7 +198,7 @@ pub fn build(
     });
     let queue_size = t.gauge(
         "otelcol_exporter_queue_size",
-        "Current size of the sending queue, in batches.",
+        "Current size of the sending queue, in batches",
         &labels,
     );
     let (tx, rx) = mpsc::channel(queue.queue_size.max(1));
@@ -207,7 +207,14 @@ pub fn build(
             id: ctx.id.clone(),
             sender,
             timeout,
-            metrics: Signal::ALL.map(|s| t.exporter(&ctx.id, s)),
+            // Counters appear only for the signals this exporter carries.
+            metrics: Signal::ALL.map(|s| {
+                if ctx.signals.contains(&s) {
+                    t.exporter(&ctx.id, s)
+                } else {
+                    ExporterMetrics::detached()
+                }
+            }),
             queue_size,
         }),
         settings: queue.clone(),

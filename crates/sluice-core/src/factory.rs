@@ -142,7 +142,12 @@ pub fn parse_config<C: ComponentConfig>(raw: &Value) -> Result<ParsedConfig, Vec
     };
     let cfg: C = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string().replace('.', "::");
-        let path = if path == "?" { String::new() } else { path };
+        // serde_path_to_error names the root `.` (or `?` when unknown).
+        let path = if path == "?" || path == "::" {
+            String::new()
+        } else {
+            path
+        };
         vec![FieldError::new(path, e.inner().to_string())]
     })?;
     let errors = cfg.validate();

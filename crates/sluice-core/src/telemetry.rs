@@ -31,10 +31,11 @@ pub enum MetricsLevel {
     None,
     /// Component counters.
     Basic,
-    /// As basic (reserved for finer per-component detail).
+    /// As basic, plus histograms of batch sizes (as the OpenTelemetry
+    /// Collector shows them at `normal`).
     #[default]
     Normal,
-    /// As normal, plus histograms of batch sizes.
+    /// As normal (reserved for finer per-component detail).
     Detailed,
 }
 
@@ -144,12 +145,12 @@ impl Telemetry {
         ReceiverMetrics {
             accepted: self.counter(
                 &format!("otelcol_receiver_accepted_{item}"),
-                &format!("Number of {item} successfully pushed into the pipeline."),
+                &format!("Number of {item} successfully pushed into the pipeline"),
                 &l,
             ),
             refused: self.counter(
                 &format!("otelcol_receiver_refused_{item}"),
-                &format!("Number of {item} that could not be pushed into the pipeline."),
+                &format!("Number of {item} that could not be pushed into the pipeline"),
                 &l,
             ),
         }
@@ -163,17 +164,17 @@ impl Telemetry {
         ExporterMetrics {
             sent: self.counter(
                 &format!("otelcol_exporter_sent_{item}"),
-                &format!("Number of {item} successfully sent to destination."),
+                &format!("Number of {item} successfully sent to destination"),
                 &l,
             ),
             send_failed: self.counter(
                 &format!("otelcol_exporter_send_failed_{item}"),
-                &format!("Number of {item} in failed attempts to send to destination."),
+                &format!("Number of {item} in failed attempts to send to destination"),
                 &l,
             ),
             enqueue_failed: self.counter(
                 &format!("otelcol_exporter_enqueue_failed_{item}"),
-                &format!("Number of {item} failed to be added to the sending queue."),
+                &format!("Number of {item} failed to be added to the sending queue"),
                 &l,
             ),
         }
@@ -193,6 +194,17 @@ pub struct ExporterMetrics {
     pub sent: Counter,
     pub send_failed: Counter,
     pub enqueue_failed: Counter,
+}
+
+impl ExporterMetrics {
+    /// Counters registered nowhere, for a signal a component never carries.
+    pub fn detached() -> Self {
+        ExporterMetrics {
+            sent: Counter::default(),
+            send_failed: Counter::default(),
+            enqueue_failed: Counter::default(),
+        }
+    }
 }
 
 /// Serves `GET /metrics` on `addr` until `shutdown` fires.

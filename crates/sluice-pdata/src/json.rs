@@ -14,15 +14,31 @@ pub struct JsonError {
 }
 
 /// Encodes a payload as one OTLP/JSON export request object.
+///
+/// Absent message fields (`"scope"`, `"status"`, ...) are left out rather
+/// than written as `null`, as the OTLP/JSON encoding expects of a sender.
 pub fn to_json(payload: &Payload) -> Vec<u8> {
-    let out = match payload {
-        Payload::Traces(r) => serde_json::to_vec(r),
-        Payload::Metrics(r) => serde_json::to_vec(r),
-        Payload::Logs(r) => serde_json::to_vec(r),
+    let value = match payload {
+        Payload::Traces(r) => serde_json::to_value(r),
+        Payload::Metrics(r) => serde_json::to_value(r),
+        Payload::Logs(r) => serde_json::to_value(r),
     };
     // Serialising these plain data types cannot fail: no maps with non-string
     // keys, no failing Serialize impls.
-    out.unwrap_or_default()
+    let mut value = value.unwrap_or_default();
+    drop_nulls(&mut value);
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+fn drop_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// Decodes an OTLP/JSON export request of `signal`.

@@ -160,6 +160,24 @@ impl ValidConfig {
     pub fn component(&self, kind: Kind, id: &ComponentId) -> Option<&ValidComponent> {
         self.components.get(&(kind, id.clone()))
     }
+
+    /// The signals of the pipelines that list a component, in signal order.
+    pub fn signals_of(&self, kind: Kind, id: &ComponentId) -> Vec<Signal> {
+        let mut out: Vec<Signal> = self
+            .pipelines
+            .iter()
+            .filter(|p| match kind {
+                Kind::Receiver => p.receivers.contains(id),
+                Kind::Processor => p.processors.contains(id),
+                Kind::Exporter => p.exporters.contains(id),
+                Kind::Connector | Kind::Extension => false,
+            })
+            .map(|p| p.id.signal)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 const SECTIONS: [Kind; 5] = [

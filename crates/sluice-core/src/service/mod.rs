@@ -78,6 +78,7 @@ impl Service {
             kind,
             pipeline: None,
             signal: None,
+            signals: cfg.signals_of(kind, id),
             telemetry: telemetry.clone(),
             health: health.clone(),
         };
@@ -152,6 +153,7 @@ impl Service {
                 let mut c = ctx(Kind::Processor, id);
                 c.pipeline = Some(p.id.to_string());
                 c.signal = Some(p.id.signal);
+                c.signals = vec![p.id.signal];
                 let inner =
                     build(c, &comp.config, next).map_err(|e| fail(Kind::Processor, id, e))?;
                 next = inner.clone();

@@ -175,6 +175,7 @@ fn json_uses_hex_ids_and_round_trips() {
         json.contains(&format!("\"traceId\":\"{}\"", "07".repeat(16))),
         "{json}"
     );
+    assert!(!json.contains("null"), "absent fields are left out: {json}");
     let back = from_json(Signal::Traces, json.as_bytes()).unwrap();
     assert_eq!(back, p);
     assert!(from_json(Signal::Traces, b"{\"resourceSpans\": 5}").is_err());

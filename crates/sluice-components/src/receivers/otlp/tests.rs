@@ -1,0 +1,1062 @@
+//! Tests over real connections on 127.0.0.1 (ports picked by the kernel).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flate2::write::{GzEncoder, ZlibEncoder};
+use flate2::Compression;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use sluice_core::telemetry::MetricsLevel;
+use sluice_core::{
+    Batch, BuildContext, ComponentConfig, ComponentId, ConsumeError, Consumer, ConsumerRef, Health,
+    Kind, Lifecycle, Payload, Registry, Signal, SignalConsumers, Stability, Telemetry,
+};
+use sluice_pdata::{
+    ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest,
+};
+use tokio::sync::{Notify, Semaphore};
+use tonic::codec::CompressionEncoding;
+use tonic::Code;
+
+use super::status::{code, RetryInfo, RpcStatus, RETRY_INFO_TYPE_URL};
+use super::*;
+
+// ---------------------------------------------------------------- helpers
+
+/// A consumer that records what it accepted, and can be told to refuse or to
+/// block until released.
+struct Recorder {
+    accepted: Mutex<Vec<Batch>>,
+    calls: AtomicUsize,
+    refuse: Mutex<Option<ConsumeError>>,
+    blocking: AtomicBool,
+    entered: Notify,
+    release: Semaphore,
+}
+
+impl Recorder {
+    fn new() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            accepted: Mutex::new(Vec::new()),
+            calls: AtomicUsize::new(0),
+            refuse: Mutex::new(None),
+            blocking: AtomicBool::new(false),
+            entered: Notify::new(),
+            release: Semaphore::new(0),
+        })
+    }
+
+    fn refusing(err: ConsumeError) -> Arc<Recorder> {
+        let r = Recorder::new();
+        *r.refuse.lock().unwrap() = Some(err);
+        r
+    }
+
+    fn blocking() -> Arc<Recorder> {
+        let r = Recorder::new();
+        r.blocking.store(true, Ordering::SeqCst);
+        r
+    }
+
+    fn batches(&self) -> Vec<Batch> {
+        self.accepted.lock().unwrap().clone()
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Consumer for Recorder {
+    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.blocking.load(Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release
+                .acquire()
+                .await
+                .expect("semaphore never closed")
+                .forget();
+        }
+        if let Some(e) = self.refuse.lock().unwrap().clone() {
+            return Err(e);
+        }
+        self.accepted.lock().unwrap().push(batch);
+        Ok(())
+    }
+}
+
+fn all_signals(r: &Arc<Recorder>) -> SignalConsumers {
+    let c: ConsumerRef = r.clone();
+    SignalConsumers {
+        traces: Some(c.clone()),
+        metrics: Some(c.clone()),
+        logs: Some(c),
+    }
+}
+
+fn id() -> ComponentId {
+    ComponentId::new("otlp", None)
+}
+
+fn ctx(telemetry: &Arc<Telemetry>) -> BuildContext {
+    BuildContext {
+        id: id(),
+        kind: Kind::Receiver,
+        pipeline: None,
+        signal: None,
+        telemetry: telemetry.clone(),
+        health: Health::default(),
+        signals: sluice_core::Signal::ALL.to_vec(),
+    }
+}
+
+fn grpc_only() -> Config {
+    Config {
+        protocols: Protocols {
+            grpc: Some(GrpcConfig {
+                endpoint: "127.0.0.1:0".into(),
+                ..GrpcConfig::default()
+            }),
+            http: None,
+        },
+    }
+}
+
+fn http_only() -> Config {
+    Config {
+        protocols: Protocols {
+            grpc: None,
+            http: Some(HttpConfig {
+                endpoint: "127.0.0.1:0".into(),
+                ..HttpConfig::default()
+            }),
+        },
+    }
+}
+
+fn both() -> Config {
+    Config {
+        protocols: Protocols {
+            grpc: grpc_only().protocols.grpc,
+            http: http_only().protocols.http,
+        },
+    }
+}
+
+struct Running {
+    receiver: Arc<OtlpReceiver>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Running {
+    async fn start(config: Config, consumers: SignalConsumers) -> Running {
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        let telemetry = Telemetry::new(MetricsLevel::Normal);
+        let receiver = Arc::new(OtlpReceiver::new(&ctx(&telemetry), &config, &consumers));
+        receiver.start().await.expect("receiver starts");
+        Running {
+            receiver,
+            telemetry,
+        }
+    }
+
+    fn grpc_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.receiver.grpc_local_addr().expect("grpc bound")
+        )
+    }
+
+    fn http_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.receiver.http_local_addr().expect("http bound")
+        )
+    }
+
+    fn accepted(&self, transport: &str, signal: Signal) -> u64 {
+        self.telemetry
+            .receiver(&id(), transport, signal)
+            .accepted
+            .get()
+    }
+
+    fn refused(&self, transport: &str, signal: Signal) -> u64 {
+        self.telemetry
+            .receiver(&id(), transport, signal)
+            .refused
+            .get()
+    }
+
+    async fn stop(self) {
+        self.receiver.shutdown().await.expect("clean shutdown");
+    }
+}
+
+fn traces(n: usize) -> ExportTraceServiceRequest {
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: vec![7; 16],
+            span_id: vec![u8::try_from(i % 250).unwrap() + 1; 8],
+            name: format!("span-{i}"),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn metrics(n: usize) -> ExportMetricsServiceRequest {
+    let data_points = (0..n)
+        .map(|i| NumberDataPoint {
+            value: Some(number_data_point::Value::AsInt(i64::try_from(i).unwrap())),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "queue.depth".into(),
+                    data: Some(metric::Data::Gauge(Gauge { data_points })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn logs(n: usize) -> ExportLogsServiceRequest {
+    let log_records = (0..n)
+        .map(|i| LogRecord {
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(format!("line {i}"))),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut enc = ZlibEncoder::new(Vec::new(), Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+async fn post(
+    url: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    req.send().await.expect("request answered")
+}
+
+fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+fn retry_delay(status: &tonic::Status) -> Option<Duration> {
+    let details = RpcStatus::decode(status.details()).ok()?;
+    let any = details
+        .details
+        .iter()
+        .find(|d| d.type_url == RETRY_INFO_TYPE_URL)?;
+    let info = RetryInfo::decode(&any.value[..]).ok()?;
+    let d = info.retry_delay?;
+    Some(Duration::new(
+        u64::try_from(d.seconds).ok()?,
+        u32::try_from(d.nanos).ok()?,
+    ))
+}
+
+// ---------------------------------------------------------------- gRPC
+
+#[tokio::test]
+async fn grpc_gzip_exports_of_every_signal_reach_the_pipeline() {
+    let rec = Recorder::new();
+    let rx = Running::start(grpc_only(), all_signals(&rec)).await;
+
+    let mut tc = TraceServiceClient::connect(rx.grpc_url())
+        .await
+        .unwrap()
+        .send_compressed(CompressionEncoding::Gzip);
+    let mut mc = MetricsServiceClient::connect(rx.grpc_url())
+        .await
+        .unwrap()
+        .send_compressed(CompressionEncoding::Gzip);
+    let mut lc = LogsServiceClient::connect(rx.grpc_url())
+        .await
+        .unwrap()
+        .send_compressed(CompressionEncoding::Gzip);
+
+    tc.export(traces(3)).await.expect("traces accepted");
+    mc.export(metrics(4)).await.expect("metrics accepted");
+    lc.export(logs(5)).await.expect("logs accepted");
+
+    let got: Vec<Payload> = rec.batches().into_iter().map(Batch::into_payload).collect();
+    assert_eq!(
+        got,
+        vec![
+            Payload::Traces(traces(3)),
+            Payload::Metrics(metrics(4)),
+            Payload::Logs(logs(5)),
+        ]
+    );
+    assert_eq!(rx.accepted("grpc", Signal::Traces), 3);
+    assert_eq!(rx.accepted("grpc", Signal::Metrics), 4);
+    assert_eq!(rx.accepted("grpc", Signal::Logs), 5);
+    assert_eq!(rx.refused("grpc", Signal::Traces), 0);
+    let text = rx.telemetry.encode();
+    assert!(
+        text.contains(
+            "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 3"
+        ),
+        "{text}"
+    );
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_signal_without_pipeline_is_unimplemented() {
+    let rec = Recorder::new();
+    let consumers = SignalConsumers {
+        traces: Some(rec.clone() as ConsumerRef),
+        ..Default::default()
+    };
+    let rx = Running::start(both(), consumers).await;
+
+    let mut mc = MetricsServiceClient::connect(rx.grpc_url()).await.unwrap();
+    let err = mc
+        .export(metrics(1))
+        .await
+        .expect_err("no metrics pipeline");
+    assert_eq!(err.code(), Code::Unimplemented);
+
+    let resp = post(
+        &rx.http_url("/v1/logs"),
+        "application/x-protobuf",
+        None,
+        logs(1).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 404);
+
+    // The served signal still works.
+    let mut tc = TraceServiceClient::connect(rx.grpc_url()).await.unwrap();
+    tc.export(traces(1)).await.expect("traces served");
+    assert_eq!(rec.calls(), 1);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_retryable_refusal_is_unavailable_with_retry_info() {
+    let rec = Recorder::refusing(ConsumeError::Retryable {
+        reason: "queue is full".into(),
+        retry_after: Some(Duration::from_millis(2500)),
+        overloaded: true,
+    });
+    let rx = Running::start(grpc_only(), all_signals(&rec)).await;
+
+    let mut tc = TraceServiceClient::connect(rx.grpc_url()).await.unwrap();
+    let err = tc.export(traces(2)).await.expect_err("refused");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("queue is full"), "{}", err.message());
+    assert_eq!(retry_delay(&err), Some(Duration::from_millis(2500)));
+    assert_eq!(rx.refused("grpc", Signal::Traces), 2);
+    assert_eq!(rx.accepted("grpc", Signal::Traces), 0);
+
+    // Without a hint there is no RetryInfo detail, but still UNAVAILABLE.
+    *rec.refuse.lock().unwrap() = Some(ConsumeError::unavailable("backend down"));
+    let mut lc = LogsServiceClient::connect(rx.grpc_url()).await.unwrap();
+    let err = lc.export(logs(3)).await.expect_err("refused");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(retry_delay(&err), None);
+    assert_eq!(rx.refused("grpc", Signal::Logs), 3);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_permanent_refusal_is_invalid_argument() {
+    let rec = Recorder::refusing(ConsumeError::Permanent("bad data".into()));
+    let rx = Running::start(grpc_only(), all_signals(&rec)).await;
+    let mut mc = MetricsServiceClient::connect(rx.grpc_url()).await.unwrap();
+    let err = mc.export(metrics(2)).await.expect_err("refused");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("bad data"));
+    assert_eq!(rx.refused("grpc", Signal::Metrics), 2);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_message_over_the_size_limit_is_refused_before_the_pipeline() {
+    let rec = Recorder::new();
+    let mut config = grpc_only();
+    if let Some(g) = config.protocols.grpc.as_mut() {
+        g.max_recv_msg_size_mib = 1;
+    }
+    let rx = Running::start(config, all_signals(&rec)).await;
+
+    let mut big = traces(1);
+    big.resource_spans[0].scope_spans[0].spans[0].name = "x".repeat(1024 * 1024 + 10);
+    let mut tc = TraceServiceClient::connect(rx.grpc_url()).await.unwrap();
+    let err = tc.export(big.clone()).await.expect_err("too large");
+    // RESOURCE_EXHAUSTED (not tonic's OUT_OF_RANGE, which OTLP clients retry).
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    // Compressed it is small on the wire; the limit applies after decompression.
+    let mut gz = TraceServiceClient::connect(rx.grpc_url())
+        .await
+        .unwrap()
+        .send_compressed(CompressionEncoding::Gzip);
+    let err = gz
+        .export(big)
+        .await
+        .expect_err("too large once decompressed");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(rec.calls(), 0);
+
+    // Just under the limit passes.
+    let mut ok = traces(1);
+    ok.resource_spans[0].scope_spans[0].spans[0].name = "x".repeat(1024 * 1024 - 200);
+    tc.export(ok).await.expect("fits");
+    assert_eq!(rec.calls(), 1);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_empty_request_succeeds_without_the_pipeline() {
+    let rec = Recorder::refusing(ConsumeError::Permanent("must not be called".into()));
+    let rx = Running::start(grpc_only(), all_signals(&rec)).await;
+    let mut tc = TraceServiceClient::connect(rx.grpc_url()).await.unwrap();
+    tc.export(ExportTraceServiceRequest::default())
+        .await
+        .expect("empty request accepted");
+    tc.export(traces(0)).await.expect("resource without spans");
+    assert_eq!(rec.calls(), 0);
+    rx.stop().await;
+}
+
+// ---------------------------------------------------------------- HTTP
+
+#[tokio::test]
+async fn http_protobuf_traces_reach_the_pipeline() {
+    let rec = Recorder::new();
+    let rx = Running::start(http_only(), all_signals(&rec)).await;
+
+    let resp = post(
+        &rx.http_url("/v1/traces"),
+        "application/x-protobuf",
+        None,
+        traces(4).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "content-type"), "application/x-protobuf");
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(
+        ExportTraceServiceResponse::decode(&body[..]).unwrap(),
+        ExportTraceServiceResponse::default()
+    );
+
+    let got = rec.batches();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload(), &Payload::Traces(traces(4)));
+    assert_eq!(rx.accepted("http", Signal::Traces), 4);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn http_json_with_hex_ids_is_decoded_and_answered_in_json() {
+    let rec = Recorder::new();
+    let rx = Running::start(http_only(), all_signals(&rec)).await;
+
+    let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"x"}]}]}]}"#;
+    let resp = post(
+        &rx.http_url("/v1/traces"),
+        "application/json; charset=utf-8",
+        None,
+        body.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "content-type"), "application/json");
+    let answer: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(answer, serde_json::json!({}));
+
+    let got = rec.batches();
+    assert_eq!(got.len(), 1);
+    let Payload::Traces(req) = got[0].payload() else {
+        panic!("expected traces, got {:?}", got[0].payload());
+    };
+    let span = &req.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(span.trace_id, hex("5b8efff798038103d269b633813fc60c"));
+    assert_eq!(span.span_id, hex("eee19b7ec3c1b174"));
+    assert_eq!(span.name, "x");
+    assert_eq!(rx.accepted("http", Signal::Traces), 1);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn http_gzip_and_deflate_bodies_are_decompressed() {
+    let rec = Recorder::new();
+    let rx = Running::start(http_only(), all_signals(&rec)).await;
+
+    let resp = post(
+        &rx.http_url("/v1/metrics"),
+        "application/x-protobuf",
+        Some("gzip"),
+        gzip(&metrics(6).encode_to_vec()),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+
+    let json = sluice_pdata::to_json(&Payload::Logs(logs(2)));
+    let resp = post(
+        &rx.http_url("/v1/logs"),
+        "application/json",
+        Some("deflate"),
+        zlib(&json),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+
+    let got: Vec<Payload> = rec.batches().into_iter().map(Batch::into_payload).collect();
+    assert_eq!(
+        got,
+        vec![Payload::Metrics(metrics(6)), Payload::Logs(logs(2))]
+    );
+    assert_eq!(rx.accepted("http", Signal::Metrics), 6);
+    assert_eq!(rx.accepted("http", Signal::Logs), 2);
+
+    // A body that claims gzip but is not.
+    let resp = post(
+        &rx.http_url("/v1/metrics"),
+        "application/x-protobuf",
+        Some("gzip"),
+        metrics(1).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    // An unknown coding.
+    let resp = post(
+        &rx.http_url("/v1/metrics"),
+        "application/x-protobuf",
+        Some("br"),
+        metrics(1).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 415);
+    assert_eq!(rec.calls(), 2);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn http_retryable_refusals_are_503_or_429_with_retry_after() {
+    let rec = Recorder::refusing(ConsumeError::unavailable("exporter down"));
+    let rx = Running::start(http_only(), all_signals(&rec)).await;
+
+    let resp = post(
+        &rx.http_url("/v1/traces"),
+        "application/x-protobuf",
+        None,
+        traces(3).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(header(&resp, "retry-after"), "1");
+    assert_eq!(header(&resp, "content-type"), "application/x-protobuf");
+    let status = RpcStatus::decode(&resp.bytes().await.unwrap()[..]).unwrap();
+    assert_eq!(status.code, code::UNAVAILABLE);
+    assert!(status.message.contains("exporter down"));
+    assert_eq!(rx.refused("http", Signal::Traces), 3);
+
+    *rec.refuse.lock().unwrap() = Some(ConsumeError::Retryable {
+        reason: "memory limit".into(),
+        retry_after: Some(Duration::from_millis(2500)),
+        overloaded: true,
+    });
+    let resp = post(
+        &rx.http_url("/v1/logs"),
+        "application/json",
+        None,
+        sluice_pdata::to_json(&Payload::Logs(logs(2))),
+    )
+    .await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(header(&resp, "retry-after"), "3");
+    let status: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(status["code"], code::UNAVAILABLE);
+    assert_eq!(status["message"], "memory limit");
+    assert_eq!(status["details"][0]["retryDelay"], "2.500000000s");
+    assert_eq!(rx.refused("http", Signal::Logs), 2);
+    assert_eq!(rx.accepted("http", Signal::Logs), 0);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn http_permanent_refusal_is_400() {
+    let rec = Recorder::refusing(ConsumeError::Permanent("schema violation".into()));
+    let rx = Running::start(http_only(), all_signals(&rec)).await;
+    let resp = post(
+        &rx.http_url("/v1/metrics"),
+        "application/json",
+        None,
+        sluice_pdata::to_json(&Payload::Metrics(metrics(2))),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(header(&resp, "retry-after"), "");
+    let status: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(status["code"], code::INVALID_ARGUMENT);
+    assert_eq!(status["message"], "schema violation");
+    assert_eq!(rx.refused("http", Signal::Metrics), 2);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn http_malformed_bodies_are_400_with_a_status() {
+    let rec = Recorder::new();
+    let rx = Running::start(http_only(), all_signals(&rec)).await;
+
+    let resp = post(
+        &rx.http_url("/v1/traces"),
+        "application/json",
+        None,
+        br#"{"resourceSpans": [ {"scopeSpans": 12 } ]"#.to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(header(&resp, "content-type"), "application/json");
+    let status: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(status["code"], code::INVALID_ARGUMENT);
+    let msg = status["message"].as_str().unwrap();
+    assert!(msg.contains("invalid OTLP/JSON traces request"), "{msg}");
+
+    // Invalid protobuf: a field tag with wire type 7 does not exist.
+    let resp = post(
+        &rx.http_url("/v1/traces"),
+        "application/x-protobuf",
+        None,
+        vec![0x0f, 0xff, 0xff],
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let status = RpcStatus::decode(&resp.bytes().await.unwrap()[..]).unwrap();
+    assert_eq!(status.code, code::INVALID_ARGUMENT);
+    assert!(status
+        .message
+        .contains("invalid OTLP/protobuf traces request"));
+    assert_eq!(rec.calls(), 0);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn http_unsupported_content_type_is_415() {
+    let rec = Recorder::new();
+    let rx = Running::start(http_only(), all_signals(&rec)).await;
+    let resp = post(
+        &rx.http_url("/v1/traces"),
+        "text/plain",
+        None,
+        traces(1).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 415);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("text/plain"), "{text}");
+    assert_eq!(rec.calls(), 0);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn http_bodies_over_the_cap_are_413_before_and_after_decompression() {
+    let rec = Recorder::new();
+    let mut config = http_only();
+    if let Some(h) = config.protocols.http.as_mut() {
+        h.max_request_body_size = 4096;
+    }
+    let rx = Running::start(config, all_signals(&rec)).await;
+
+    // Too large as sent.
+    let mut big = traces(1);
+    big.resource_spans[0].scope_spans[0].spans[0].name = "y".repeat(5000);
+    let raw = big.encode_to_vec();
+    let resp = post(
+        &rx.http_url("/v1/traces"),
+        "application/x-protobuf",
+        None,
+        raw.clone(),
+    )
+    .await;
+    assert_eq!(resp.status(), 413);
+
+    // Small when compressed, too large once decompressed.
+    let packed = gzip(&raw);
+    assert!(packed.len() < 4096);
+    let resp = post(
+        &rx.http_url("/v1/traces"),
+        "application/x-protobuf",
+        Some("gzip"),
+        packed,
+    )
+    .await;
+    assert_eq!(resp.status(), 413);
+    let status = RpcStatus::decode(&resp.bytes().await.unwrap()[..]).unwrap();
+    assert!(status.message.contains("4096"), "{}", status.message);
+
+    // Under the cap passes.
+    let resp = post(
+        &rx.http_url("/v1/traces"),
+        "application/x-protobuf",
+        Some("gzip"),
+        gzip(&traces(2).encode_to_vec()),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(rec.calls(), 1);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn http_routing_methods_paths_and_empty_requests() {
+    let rec = Recorder::refusing(ConsumeError::Permanent("must not be called".into()));
+    let mut config = http_only();
+    if let Some(h) = config.protocols.http.as_mut() {
+        h.traces_url_path = "/custom/spans".into();
+    }
+    let rx = Running::start(config, all_signals(&rec)).await;
+
+    let resp = post(
+        &rx.http_url("/v1/traces"),
+        "application/x-protobuf",
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        resp.status(),
+        404,
+        "default path replaced by the custom one"
+    );
+
+    // An empty body is an empty request: success without the pipeline.
+    let resp = post(
+        &rx.http_url("/custom/spans"),
+        "application/x-protobuf",
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let resp = post(
+        &rx.http_url("/v1/logs"),
+        "application/json",
+        None,
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "{}");
+    assert_eq!(rec.calls(), 0);
+
+    let resp = reqwest::Client::new()
+        .get(rx.http_url("/v1/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(header(&resp, "allow"), "POST");
+    rx.stop().await;
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+#[tokio::test]
+async fn shutdown_waits_for_in_flight_requests_then_closes_the_ports() {
+    let rec = Recorder::blocking();
+    let rx = Running::start(both(), all_signals(&rec)).await;
+    let http_addr = rx.receiver.http_local_addr().unwrap();
+    let grpc_addr = rx.receiver.grpc_local_addr().unwrap();
+
+    let url = rx.http_url("/v1/traces");
+    let http_req = tokio::spawn(async move {
+        post(
+            &url,
+            "application/x-protobuf",
+            None,
+            traces(1).encode_to_vec(),
+        )
+        .await
+        .status()
+    });
+    rec.entered.notified().await;
+    let mut tc = TraceServiceClient::connect(rx.grpc_url()).await.unwrap();
+    let grpc_req = tokio::spawn(async move { tc.export(traces(2)).await.map(|_| ()) });
+    rec.entered.notified().await;
+
+    let receiver = rx.receiver.clone();
+    let mut shutdown = tokio::spawn(async move { receiver.shutdown().await });
+    // Both requests are held by the pipeline: shutdown must not return.
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut shutdown).await;
+    assert!(early.is_err(), "shutdown returned with requests in flight");
+    assert!(!http_req.is_finished() && !grpc_req.is_finished());
+
+    rec.release.add_permits(2);
+    shutdown
+        .await
+        .expect("shutdown task")
+        .expect("clean shutdown");
+    assert_eq!(http_req.await.unwrap(), 200);
+    grpc_req.await.unwrap().expect("gRPC request answered OK");
+    assert_eq!(rec.batches().len(), 2);
+    assert_eq!(rx.accepted("http", Signal::Traces), 1);
+    assert_eq!(rx.accepted("grpc", Signal::Traces), 2);
+
+    for addr in [http_addr, grpc_addr] {
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "{addr} still accepts connections after shutdown"
+        );
+    }
+    assert_eq!(rx.receiver.http_local_addr(), None);
+}
+
+#[tokio::test]
+async fn start_fails_naming_an_endpoint_already_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: SocketAddr = taken.local_addr().unwrap();
+    let mut config = both();
+    if let Some(h) = config.protocols.http.as_mut() {
+        h.endpoint = addr.to_string();
+    }
+    let telemetry = Telemetry::new(MetricsLevel::Normal);
+    let rec = Recorder::new();
+    let receiver = OtlpReceiver::new(&ctx(&telemetry), &config, &all_signals(&rec));
+    let err = receiver.start().await.expect_err("port is taken");
+    let msg = err.to_string();
+    assert!(msg.contains(&addr.to_string()), "{msg}");
+    assert!(msg.contains("protocols::http::endpoint"), "{msg}");
+    assert_eq!(receiver.grpc_local_addr(), None, "nothing left running");
+    receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn factory_is_registered_and_builds_a_working_receiver() {
+    let mut registry = Registry::new();
+    register(&mut registry);
+    let info = registry
+        .list()
+        .into_iter()
+        .find(|i| i.kind == Kind::Receiver && i.type_name == "otlp")
+        .expect("otlp receiver registered");
+    assert_eq!(info.stability, Stability::Beta);
+    assert_eq!(info.signals, &Signal::ALL[..]);
+
+    let telemetry = Telemetry::new(MetricsLevel::Normal);
+    let rec = Recorder::new();
+    let receiver = OtlpReceiverFactory
+        .create(ctx(&telemetry), &http_only(), all_signals(&rec))
+        .expect("built");
+    receiver.start().await.expect("started");
+    receiver.shutdown().await.expect("stopped");
+    assert!(OtlpReceiverFactory
+        .create(ctx(&telemetry), &Config::default(), all_signals(&rec))
+        .is_err());
+}
+
+// ---------------------------------------------------------------- config
+
+fn parse(yaml: &str) -> Result<sluice_core::factory::ParsedConfig, Vec<sluice_core::FieldError>> {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+    sluice_core::factory::parse_config::<Config>(&value)
+}
+
+#[test]
+fn config_empty_protocol_key_enables_it_with_defaults() {
+    let c: Config = serde_yaml_ng::from_str("protocols:\n  grpc:\n").unwrap();
+    assert_eq!(c.protocols.grpc, Some(GrpcConfig::default()));
+    assert_eq!(c.protocols.http, None);
+    let g = GrpcConfig::default();
+    assert_eq!(g.endpoint, "127.0.0.1:4317");
+    assert_eq!(g.max_recv_msg_size_mib, 4);
+    let h = HttpConfig::default();
+    assert_eq!(h.endpoint, "127.0.0.1:4318");
+    assert_eq!(
+        (
+            h.traces_url_path.as_str(),
+            h.metrics_url_path.as_str(),
+            h.logs_url_path.as_str()
+        ),
+        ("/v1/traces", "/v1/metrics", "/v1/logs")
+    );
+    assert_eq!(h.max_request_body_size, 20 * 1024 * 1024);
+
+    let parsed = parse("protocols:\n  grpc:\n  http:\n    endpoint: 0.0.0.0:14318\n").unwrap();
+    let listen: Vec<(String, String)> = parsed
+        .listen
+        .iter()
+        .map(|l| (l.path.clone(), l.address.clone()))
+        .collect();
+    assert_eq!(
+        listen,
+        vec![
+            (
+                "protocols::grpc::endpoint".to_string(),
+                "127.0.0.1:4317".to_string()
+            ),
+            (
+                "protocols::http::endpoint".to_string(),
+                "0.0.0.0:14318".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn config_without_protocols_is_rejected() {
+    for yaml in ["~", "protocols:", "protocols: {}"] {
+        let errs = parse(yaml)
+            .err()
+            .unwrap_or_else(|| panic!("{yaml} accepted"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "protocols");
+        assert!(errs[0].message.contains("at least one protocol"));
+    }
+}
+
+#[test]
+fn config_bad_endpoints_are_rejected_with_their_path() {
+    let errs = parse(
+        "protocols:\n  grpc:\n    endpoint: localhost\n  http:\n    endpoint: 127.0.0.1:99999\n",
+    )
+    .err()
+    .unwrap();
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec!["protocols::grpc::endpoint", "protocols::http::endpoint"]
+    );
+
+    for bad in [
+        ":4317",
+        "::1:4317",
+        "[::1:4317",
+        "bad host:1",
+        "h:",
+        "1.2.3.4:-1",
+    ] {
+        assert!(
+            super::config::check_endpoint(bad).is_err(),
+            "{bad} accepted"
+        );
+    }
+    for good in [
+        "0.0.0.0:4317",
+        "[::1]:4317",
+        "localhost:4318",
+        "otel-gw.svc.local:0",
+    ] {
+        assert!(
+            super::config::check_endpoint(good).is_ok(),
+            "{good} rejected"
+        );
+    }
+}
+
+#[test]
+fn config_unknown_fields_are_rejected_by_name() {
+    let errs =
+        parse("protocols:\n  grpc:\n    endpoint: 127.0.0.1:4317\n    max_recv_msg_size: 4\n")
+            .err()
+            .unwrap();
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].message.contains("max_recv_msg_size"), "{errs:?}");
+    assert_eq!(
+        errs[0].path, "protocols::grpc::max_recv_msg_size",
+        "{errs:?}"
+    );
+
+    let errs = parse("protocols:\n  thrift:\n").err().unwrap();
+    assert!(errs[0].message.contains("thrift"), "{errs:?}");
+}
+
+#[test]
+fn config_http_paths_and_sizes_are_checked() {
+    let errs = parse(
+        "protocols:\n  http:\n    traces_url_path: v1/traces\n    logs_url_path: /v1/metrics\n    max_request_body_size: 0\n",
+    )
+    .err()
+    .unwrap();
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "protocols::http::traces_url_path",
+            "protocols::http::logs_url_path",
+            "protocols::http::max_request_body_size",
+        ]
+    );
+    assert!(errs[1].message.contains("metrics_url_path"));
+
+    let errs = parse("protocols:\n  grpc:\n    max_recv_msg_size_mib: 0\n")
+        .err()
+        .unwrap();
+    assert_eq!(errs[0].path, "protocols::grpc::max_recv_msg_size_mib");
+}

@@ -14,7 +14,7 @@ use axum::serve::ListenerExt;
 use flate2::read::{MultiGzDecoder, ZlibDecoder};
 use futures::StreamExt;
 use prost::Message;
-use sluice_core::{ComponentId, ConsumeError, Payload, Signal};
+use sluice_core::{BuildContext, ComponentId, ConsumeError, Payload, Signal, Telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -110,6 +110,21 @@ enum RequestError {
 }
 
 impl RequestError {
+    /// A short label for the rejected-requests counter.
+    fn reason(&self) -> &'static str {
+        match self {
+            RequestError::NotFound(_) | RequestError::SignalNotServed(_) => "not_found",
+            RequestError::MethodNotAllowed(_) => "method_not_allowed",
+            RequestError::UnsupportedMediaType(_) | RequestError::UnsupportedEncoding(_) => {
+                "unsupported_media_type"
+            }
+            RequestError::TooLarge { .. } => "too_large",
+            RequestError::BodyRead(_) => "body_read",
+            RequestError::Decompress { .. } => "decompress",
+            RequestError::DecodeProto { .. } | RequestError::DecodeJson(_) => "decode",
+        }
+    }
+
     fn status(&self) -> (StatusCode, i32) {
         match self {
             RequestError::NotFound(_) | RequestError::SignalNotServed(_) => {
@@ -232,6 +247,28 @@ struct HttpState {
     /// (path, handler) for traces, metrics and logs.
     routes: Vec<(String, Arc<SignalHandler>)>,
     max_body: usize,
+    id: ComponentId,
+    telemetry: Arc<Telemetry>,
+}
+
+impl HttpState {
+    /// Counts a request refused before its items could be counted (bad
+    /// path, media type, size, encoding or body), by reason, so that no bad
+    /// input goes unseen.
+    fn count_rejected(&self, e: &RequestError) {
+        let id = self.id.to_string();
+        self.telemetry
+            .counter(
+                "sluice_receiver_rejected_requests",
+                "Requests answered with an error before their items reached the pipeline",
+                &[
+                    ("receiver", &id),
+                    ("transport", "http"),
+                    ("reason", e.reason()),
+                ],
+            )
+            .inc();
+    }
 }
 
 /// Reads at most `limit` bytes of body.
@@ -291,6 +328,21 @@ fn decode(signal: Signal, format: Format, bytes: &[u8]) -> Result<Payload, Reque
 }
 
 async fn handle(State(state): State<Arc<HttpState>>, req: Request) -> Response {
+    match route(&state, req).await {
+        Ok(response) => response,
+        Err((e, format)) => {
+            state.count_rejected(&e);
+            e.into_response(format)
+        }
+    }
+}
+
+/// Answers a request, or returns the error to answer with and the format
+/// to write it in.
+async fn route(
+    state: &HttpState,
+    req: Request,
+) -> Result<Response, (RequestError, Option<Format>)> {
     let path = req.uri().path();
     let Some(handler) = state
         .routes
@@ -298,22 +350,19 @@ async fn handle(State(state): State<Arc<HttpState>>, req: Request) -> Response {
         .find(|(p, _)| p == path)
         .map(|(_, h)| h.clone())
     else {
-        return RequestError::NotFound(path.to_string()).into_response(None);
+        return Err((RequestError::NotFound(path.to_string()), None));
     };
     if !handler.is_served() {
-        return RequestError::SignalNotServed(handler.signal()).into_response(None);
+        return Err((RequestError::SignalNotServed(handler.signal()), None));
     }
     if req.method() != Method::POST {
-        return RequestError::MethodNotAllowed(req.method().clone()).into_response(None);
+        return Err((RequestError::MethodNotAllowed(req.method().clone()), None));
     }
-    let format = match Format::from_headers(req.headers()) {
-        Ok(f) => f,
-        Err(e) => return e.into_response(None),
-    };
-    match export(&state, &handler, format, req).await {
-        Ok(()) => success_response(format),
-        Err(Answer::Request(e)) => e.into_response(Some(format)),
-        Err(Answer::Refused(e)) => refusal_response(&e, format),
+    let format = Format::from_headers(req.headers()).map_err(|e| (e, None))?;
+    match export(state, &handler, format, req).await {
+        Ok(()) => Ok(success_response(format)),
+        Err(Answer::Request(e)) => Err((e, Some(format))),
+        Err(Answer::Refused(e)) => Ok(refusal_response(&e, format)),
     }
 }
 
@@ -359,9 +408,18 @@ pub(crate) struct HttpServer {
 
 impl HttpServer {
     /// `routes` pairs each configured path with its signal's handler.
-    pub(crate) fn new(routes: Vec<(String, Arc<SignalHandler>)>, max_body: usize) -> HttpServer {
+    pub(crate) fn new(
+        ctx: &BuildContext,
+        routes: Vec<(String, Arc<SignalHandler>)>,
+        max_body: usize,
+    ) -> HttpServer {
         HttpServer {
-            state: Arc::new(HttpState { routes, max_body }),
+            state: Arc::new(HttpState {
+                routes,
+                max_body,
+                id: ctx.id.clone(),
+                telemetry: ctx.telemetry.clone(),
+            }),
         }
     }
 

@@ -67,7 +67,7 @@ impl OtlpReceiver {
             ];
             (
                 h.endpoint.clone(),
-                Arc::new(HttpServer::new(routes, h.max_body_bytes())),
+                Arc::new(HttpServer::new(ctx, routes, h.max_body_bytes())),
             )
         });
         OtlpReceiver {

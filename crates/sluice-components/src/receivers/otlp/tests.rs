@@ -704,6 +704,14 @@ async fn http_malformed_bodies_are_400_with_a_status() {
         .message
         .contains("invalid OTLP/protobuf traces request"));
     assert_eq!(rec.calls(), 0);
+    // Bad input is never silent: both rejections are counted.
+    let text = rx.telemetry.encode();
+    assert!(
+        text.contains(
+            r#"sluice_receiver_rejected_requests_total{receiver="otlp",transport="http",reason="decode"} 2"#
+        ),
+        "{text}"
+    );
     rx.stop().await;
 }
 

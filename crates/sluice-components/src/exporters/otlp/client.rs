@@ -125,25 +125,6 @@ impl GrpcSender {
         request.set_timeout(self.timeout);
         request
     }
-
-    fn partial_success(&self, signal: Signal, rejected: i64, message: &str) {
-        if rejected > 0 {
-            tracing::warn!(
-                exporter = %self.id,
-                signal = %signal,
-                rejected,
-                error_message = %truncate(message),
-                "the backend rejected part of the batch (partial success)"
-            );
-        } else if !message.is_empty() {
-            tracing::debug!(
-                exporter = %self.id,
-                signal = %signal,
-                error_message = %truncate(message),
-                "the backend accepted the batch with a message"
-            );
-        }
-    }
 }
 
 #[async_trait]
@@ -164,7 +145,12 @@ impl Sender for GrpcSender {
                     .await
                     .map_err(|s| classify_status(&s))?;
                 if let Some(p) = answer.into_inner().partial_success {
-                    self.partial_success(Signal::Traces, p.rejected_spans, &p.error_message);
+                    log_partial_success(
+                        &self.id,
+                        Signal::Traces,
+                        p.rejected_spans,
+                        &p.error_message,
+                    );
                 }
             }
             Payload::Metrics(r) => {
@@ -174,7 +160,12 @@ impl Sender for GrpcSender {
                     .await
                     .map_err(|s| classify_status(&s))?;
                 if let Some(p) = answer.into_inner().partial_success {
-                    self.partial_success(Signal::Metrics, p.rejected_data_points, &p.error_message);
+                    log_partial_success(
+                        &self.id,
+                        Signal::Metrics,
+                        p.rejected_data_points,
+                        &p.error_message,
+                    );
                 }
             }
             Payload::Logs(r) => {
@@ -184,7 +175,12 @@ impl Sender for GrpcSender {
                     .await
                     .map_err(|s| classify_status(&s))?;
                 if let Some(p) = answer.into_inner().partial_success {
-                    self.partial_success(Signal::Logs, p.rejected_log_records, &p.error_message);
+                    log_partial_success(
+                        &self.id,
+                        Signal::Logs,
+                        p.rejected_log_records,
+                        &p.error_message,
+                    );
                 }
             }
         }
@@ -193,6 +189,26 @@ impl Sender for GrpcSender {
 }
 
 /// Cuts a server-provided message to a loggable length.
+/// Logs an OTLP `partial_success` answer (both OTLP exporters use this).
+pub(crate) fn log_partial_success(exporter: &str, signal: Signal, rejected: i64, message: &str) {
+    if rejected > 0 {
+        tracing::warn!(
+            exporter,
+            signal = %signal,
+            rejected,
+            error_message = %truncate(message),
+            "the backend rejected part of the batch (partial success)"
+        );
+    } else if !message.is_empty() {
+        tracing::debug!(
+            exporter,
+            signal = %signal,
+            error_message = %truncate(message),
+            "the backend accepted the batch with a message"
+        );
+    }
+}
+
 pub(crate) fn truncate(s: &str) -> &str {
     if s.len() <= MAX_MESSAGE {
         return s;

@@ -49,7 +49,7 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 
 #[cfg(test)]
 pub(crate) use client::classify_status;
-pub(crate) use client::{truncate, GrpcSender, RpcStatus};
+pub(crate) use client::{log_partial_success, truncate, GrpcSender, RpcStatus};
 
 /// The component type name in configuration.
 pub const TYPE_NAME: &str = "otlp";

@@ -86,25 +86,6 @@ impl HttpSender {
                 .map_err(|e| SendError::Permanent(format!("gzip compression failed: {e}"))),
         }
     }
-
-    fn partial_success(&self, signal: Signal, rejected: i64, message: &str) {
-        if rejected > 0 {
-            tracing::warn!(
-                exporter = %self.id,
-                signal = %signal,
-                rejected,
-                error_message = %truncate(message),
-                "the backend rejected part of the batch (partial success)"
-            );
-        } else if !message.is_empty() {
-            tracing::debug!(
-                exporter = %self.id,
-                signal = %signal,
-                error_message = %truncate(message),
-                "the backend accepted the batch with a message"
-            );
-        }
-    }
 }
 
 #[async_trait]
@@ -132,7 +113,7 @@ impl Sender for HttpSender {
             if let Some((rejected, message)) =
                 parse_partial_success(signal, &headers, self.encoding, &body)
             {
-                self.partial_success(signal, rejected, &message);
+                crate::exporters::otlp::log_partial_success(&self.id, signal, rejected, &message);
             }
             return Ok(());
         }

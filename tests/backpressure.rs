@@ -183,7 +183,7 @@ service:
     let mut sluice = Sluice::run(dir.path(), &[&cfg]);
     sluice.wait_running();
 
-    // One batch is stuck in the hung send, one waits for a sender, QUEUE sit
+    // One batch is stuck in the hung send (the only sender slot), QUEUE sit
     // in the queue; the next is refused. Send until a refusal, bounded.
     let ids = IdGen::new();
     const SPANS: usize = 3;
@@ -213,8 +213,8 @@ service:
             other => panic!("unexpected status {other}: {}", resp.text()),
         }
     }
-    assert_eq!(accepted, QUEUE + 2, "accepted until the queue was full");
-    assert_eq!(refused, 6);
+    assert_eq!(accepted, QUEUE + 1, "accepted until the queue was full");
+    assert_eq!(refused, 7);
 
     let text = scrape_metrics(metrics);
     let exporter = [("exporter", "otlp")];

@@ -19,4 +19,5 @@ pub fn register_all(r: &mut Registry) {
     exporters::debug::register(r);
     exporters::file::register(r);
     extensions::health_check::register(r);
+    extensions::file_storage::register(r);
 }

@@ -166,9 +166,50 @@ impl<T: Lifecycle + Consumer> Processor for T {}
 pub trait Exporter: Lifecycle + Consumer {}
 impl<T: Lifecycle + Consumer> Exporter for T {}
 
-/// A running extension (health check, storage, ...).
-pub trait Extension: Lifecycle {}
-impl<T: Lifecycle> Extension for T {}
+/// A running extension (health check, storage, ...). Extensions are built
+/// and started before every other component, so others may use them.
+pub trait Extension: Lifecycle {
+    /// The storage this extension provides, if it is a storage extension
+    /// (named by `sending_queue.storage`).
+    fn storage(&self) -> Option<Arc<dyn Storage>> {
+        None
+    }
+}
+
+/// Where persistent queues live. Opening is I/O, so it happens at start.
+pub trait Storage: Send + Sync {
+    /// Opens (creating if needed) the persistent queue named `name`, owned by
+    /// one component, and reports what was recovered from disk.
+    fn open_queue(
+        &self,
+        name: &str,
+    ) -> Result<
+        (
+            crate::persistent_queue::PersistentQueue,
+            crate::persistent_queue::Recovery,
+        ),
+        ComponentError,
+    >;
+}
+
+/// The extensions built so far, by id, for components that use them.
+#[derive(Clone, Default)]
+pub struct Extensions(Arc<std::collections::BTreeMap<ComponentId, Arc<dyn Extension>>>);
+
+impl Extensions {
+    pub fn new(map: std::collections::BTreeMap<ComponentId, Arc<dyn Extension>>) -> Self {
+        Extensions(Arc::new(map))
+    }
+
+    /// The storage extension `id`; the error says what is wrong with it.
+    pub fn storage(&self, id: &ComponentId) -> Result<Arc<dyn Storage>, String> {
+        let ext = self.0.get(id).ok_or_else(|| {
+            format!("extension {id} is not running (list it in service::extensions)")
+        })?;
+        ext.storage()
+            .ok_or_else(|| format!("extension {id} is not a storage extension"))
+    }
+}
 
 /// Per-signal consumers handed to a receiver: for each signal, the fan-out
 /// over the pipelines of that signal that list the receiver.
@@ -238,6 +279,8 @@ pub struct BuildContext {
     pub signals: Vec<Signal>,
     pub telemetry: Arc<Telemetry>,
     pub health: Health,
+    /// The service's extensions (empty while extensions themselves are built).
+    pub extensions: Extensions,
 }
 
 /// Convenience: an `Arc<dyn Consumer>` from any consumer.

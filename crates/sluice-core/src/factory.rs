@@ -54,6 +54,20 @@ pub trait ComponentConfig: DeserializeOwned + Send + Sync + 'static {
     fn listen_addresses(&self) -> Vec<Listen> {
         Vec::new()
     }
+    /// Extensions this component uses (e.g. `sending_queue::storage`); the
+    /// validator checks each is configured and listed in `service::extensions`.
+    fn extension_refs(&self) -> Vec<ExtensionRef> {
+        Vec::new()
+    }
+}
+
+/// A reference from a component's config to an extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionRef {
+    /// Config path relative to the component, e.g. `sending_queue::storage`.
+    pub path: String,
+    /// The extension id as written.
+    pub id: String,
 }
 
 /// A failure to build a component from a valid config.
@@ -123,6 +137,7 @@ pub trait ExtensionFactory: Send + Sync + 'static {
 pub struct ParsedConfig {
     value: Box<dyn Any + Send + Sync>,
     pub listen: Vec<Listen>,
+    pub extension_refs: Vec<ExtensionRef>,
 }
 
 impl ParsedConfig {
@@ -156,6 +171,7 @@ pub fn parse_config<C: ComponentConfig>(raw: &Value) -> Result<ParsedConfig, Vec
     }
     Ok(ParsedConfig {
         listen: cfg.listen_addresses(),
+        extension_refs: cfg.extension_refs(),
         value: Box::new(cfg),
     })
 }

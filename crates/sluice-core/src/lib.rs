@@ -10,19 +10,20 @@ pub mod config;
 pub mod consumer;
 pub mod exporter_helper;
 pub mod factory;
+pub mod persistent_queue;
 pub mod service;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testkit;
 
 pub use component::{
-    BuildContext, ComponentError, ComponentId, Exporter, Extension, Health, Kind, Lifecycle,
-    Processor, Receiver, ServiceState, SignalConsumers, Stability,
+    BuildContext, ComponentError, ComponentId, Exporter, Extension, Extensions, Health, Kind,
+    Lifecycle, Processor, Receiver, ServiceState, SignalConsumers, Stability, Storage,
 };
 pub use consumer::{ConsumeError, Consumer, ConsumerRef, FanOut};
 pub use factory::{
-    BuildError, ComponentConfig, ComponentInfo, ExporterFactory, ExtensionFactory, FieldError,
-    Listen, ProcessorFactory, ReceiverFactory, Registry,
+    BuildError, ComponentConfig, ComponentInfo, ExporterFactory, ExtensionFactory, ExtensionRef,
+    FieldError, Listen, ProcessorFactory, ReceiverFactory, Registry,
 };
 pub use sluice_pdata::{Batch, Payload, Signal};
 pub use telemetry::Telemetry;

@@ -177,6 +177,11 @@ impl Telemetry {
                 &format!("Number of {item} failed to be added to the sending queue"),
                 &l,
             ),
+            rejected: self.counter(
+                &format!("sluice_exporter_rejected_{item}"),
+                &format!("Number of {item} the backend rejected in a partial-success answer"),
+                &l,
+            ),
         }
     }
 }
@@ -194,6 +199,7 @@ pub struct ExporterMetrics {
     pub sent: Counter,
     pub send_failed: Counter,
     pub enqueue_failed: Counter,
+    pub rejected: Counter,
 }
 
 impl ExporterMetrics {
@@ -203,6 +209,7 @@ impl ExporterMetrics {
             sent: Counter::default(),
             send_failed: Counter::default(),
             enqueue_failed: Counter::default(),
+            rejected: Counter::default(),
         }
     }
 }

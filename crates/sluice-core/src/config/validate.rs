@@ -456,7 +456,31 @@ pub fn validate(root: &Value, registry: &Registry) -> Result<ValidConfig, Config
         }
     }
 
-    // 3. Addresses: no two listeners on one port.
+    // 3. References to extensions: configured and running.
+    for (kind, id) in &used {
+        let Some(c) = components.get(&(*kind, id.clone())) else {
+            continue;
+        };
+        for r in &c.config.extension_refs {
+            let path = join(&join(kind.section(), &id.to_string()), &r.path);
+            match ComponentId::parse(&r.id) {
+                Ok(ext) if !defined(Kind::Extension, &ext) => errors.push(ConfigError::new(
+                    path,
+                    format!("extension {ext} is not configured in the extensions section"),
+                )),
+                Ok(ext) if !extensions.contains(&ext) => errors.push(ConfigError::new(
+                    path,
+                    format!(
+                        "extension {ext} is not listed in service::extensions, so it would not run"
+                    ),
+                )),
+                Ok(_) => {}
+                Err(msg) => errors.push(ConfigError::new(path, msg)),
+            }
+        }
+    }
+
+    // 4. Addresses: no two listeners on one port.
     let mut listeners: Vec<(String, String)> = Vec::new();
     for (kind, id) in &used {
         if let Some(c) = components.get(&(*kind, id.clone())) {

@@ -25,8 +25,8 @@ use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{
-    BuildContext, ComponentError, ComponentId, Exporter, Extension, Health, Kind, Processor,
-    Receiver, ServiceState, SignalConsumers,
+    BuildContext, ComponentError, ComponentId, Exporter, Extension, Extensions, Health, Kind,
+    Processor, Receiver, ServiceState, SignalConsumers,
 };
 use crate::config::ValidConfig;
 use crate::consumer::{ConsumerRef, FanOut};
@@ -81,6 +81,7 @@ impl Service {
             signals: cfg.signals_of(kind, id),
             telemetry: telemetry.clone(),
             health: health.clone(),
+            extensions: Extensions::default(),
         };
         let entry = |kind: Kind, id: &ComponentId| {
             let comp = cfg.component(kind, id).ok_or_else(|| {
@@ -96,6 +97,7 @@ impl Service {
         };
 
         let mut extensions = Vec::new();
+        let mut extension_map: BTreeMap<ComponentId, Arc<dyn Extension>> = BTreeMap::new();
         for id in &cfg.extensions {
             let (comp, e) = entry(Kind::Extension, id)?;
             let Builder::Extension(build) = &e.build else {
@@ -103,11 +105,18 @@ impl Service {
             };
             let inner = build(ctx(Kind::Extension, id), &comp.config)
                 .map_err(|e| fail(Kind::Extension, id, e))?;
+            extension_map.insert(id.clone(), inner.clone());
             extensions.push(Named {
                 label: format!("extension {id}"),
                 inner,
             });
         }
+        // Everything built after the extensions can use them.
+        let extension_map = Extensions::new(extension_map);
+        let ctx = |kind: Kind, id: &ComponentId| BuildContext {
+            extensions: extension_map.clone(),
+            ..ctx(kind, id)
+        };
 
         // Exporters: one per id.
         let mut exporter_ids: Vec<&ComponentId> = Vec::new();

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use sluice_core::exporter_helper::{self, QueueSettings, SendError, Sender, DEFAULT_TIMEOUT};
+use sluice_core::exporter_helper::{
+    self, QueueSettings, RetrySettings, SendError, Sender, DEFAULT_TIMEOUT,
+};
 use sluice_core::{
     BuildContext, BuildError, ComponentConfig, Exporter, ExporterFactory, FieldError, Registry,
     Signal, Stability,
@@ -233,11 +235,15 @@ impl ExporterFactory for DebugExporterFactory {
         config: &DebugExporterConfig,
     ) -> Result<Arc<dyn Exporter>, BuildError> {
         let sender = DebugSender::new(&ctx.id.to_string(), config);
-        Ok(exporter_helper::build(
+        exporter_helper::build(
             &ctx,
             Arc::new(sender),
             &config.sending_queue,
+            &RetrySettings {
+                enabled: false,
+                ..RetrySettings::default()
+            },
             DEFAULT_TIMEOUT,
-        ))
+        )
     }
 }

@@ -37,7 +37,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Deserializer};
-use sluice_core::exporter_helper::{self, QueueSettings, SendError, Sender};
+use sluice_core::exporter_helper::{self, QueueSettings, RetrySettings, SendError, Sender};
 use sluice_core::{
     BuildContext, BuildError, ComponentConfig, ComponentError, Exporter, ExporterFactory,
     FieldError, Registry, Stability,
@@ -180,12 +180,21 @@ impl ExporterFactory for FileFactory {
         config: &FileConfig,
     ) -> Result<Arc<dyn Exporter>, BuildError> {
         let sender = Arc::new(FileSender::new(&ctx, config));
-        Ok(exporter_helper::build(
+        // One writer keeps records in arrival order; writes are serial anyway.
+        // A failed write is not retried: the error is on this machine.
+        exporter_helper::build(
             &ctx,
             sender,
-            &QueueSettings::default(),
+            &QueueSettings {
+                num_consumers: 1,
+                ..QueueSettings::default()
+            },
+            &RetrySettings {
+                enabled: false,
+                ..RetrySettings::default()
+            },
             exporter_helper::DEFAULT_TIMEOUT,
-        ))
+        )
     }
 }
 

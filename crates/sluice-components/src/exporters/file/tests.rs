@@ -32,6 +32,7 @@ fn ctx() -> BuildContext {
         signal: None,
         telemetry: Telemetry::new(MetricsLevel::Normal),
         health: Health::default(),
+        extensions: Default::default(),
         signals: sluice_core::Signal::ALL.to_vec(),
     }
 }

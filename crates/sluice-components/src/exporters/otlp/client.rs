@@ -145,12 +145,7 @@ impl Sender for GrpcSender {
                     .await
                     .map_err(|s| classify_status(&s))?;
                 if let Some(p) = answer.into_inner().partial_success {
-                    log_partial_success(
-                        &self.id,
-                        Signal::Traces,
-                        p.rejected_spans,
-                        &p.error_message,
-                    );
+                    partial_success(&self.id, Signal::Traces, p.rejected_spans, &p.error_message)?;
                 }
             }
             Payload::Metrics(r) => {
@@ -160,12 +155,12 @@ impl Sender for GrpcSender {
                     .await
                     .map_err(|s| classify_status(&s))?;
                 if let Some(p) = answer.into_inner().partial_success {
-                    log_partial_success(
+                    partial_success(
                         &self.id,
                         Signal::Metrics,
                         p.rejected_data_points,
                         &p.error_message,
-                    );
+                    )?;
                 }
             }
             Payload::Logs(r) => {
@@ -175,12 +170,12 @@ impl Sender for GrpcSender {
                     .await
                     .map_err(|s| classify_status(&s))?;
                 if let Some(p) = answer.into_inner().partial_success {
-                    log_partial_success(
+                    partial_success(
                         &self.id,
                         Signal::Logs,
                         p.rejected_log_records,
                         &p.error_message,
-                    );
+                    )?;
                 }
             }
         }
@@ -189,17 +184,22 @@ impl Sender for GrpcSender {
 }
 
 /// Cuts a server-provided message to a loggable length.
-/// Logs an OTLP `partial_success` answer (both OTLP exporters use this).
-pub(crate) fn log_partial_success(exporter: &str, signal: Signal, rejected: i64, message: &str) {
+/// Turns an OTLP `partial_success` answer into the helper's outcome: items
+/// rejected are a [`SendError::PartialSuccess`] (counted, not retried); a
+/// message alone is only logged. Both OTLP exporters use this.
+pub(crate) fn partial_success(
+    exporter: &str,
+    signal: Signal,
+    rejected: i64,
+    message: &str,
+) -> Result<(), SendError> {
     if rejected > 0 {
-        tracing::warn!(
-            exporter,
-            signal = %signal,
-            rejected,
-            error_message = %truncate(message),
-            "the backend rejected part of the batch (partial success)"
-        );
-    } else if !message.is_empty() {
+        return Err(SendError::PartialSuccess {
+            rejected: u64::try_from(rejected).unwrap_or(0),
+            message: truncate(message).to_string(),
+        });
+    }
+    if !message.is_empty() {
         tracing::debug!(
             exporter,
             signal = %signal,
@@ -207,6 +207,7 @@ pub(crate) fn log_partial_success(exporter: &str, signal: Signal, rejected: i64,
             "the backend accepted the batch with a message"
         );
     }
+    Ok(())
 }
 
 pub(crate) fn truncate(s: &str) -> &str {

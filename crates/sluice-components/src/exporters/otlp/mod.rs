@@ -39,7 +39,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sluice_core::exporter_helper::{self, QueueSettings, DEFAULT_TIMEOUT};
+use sluice_core::exporter_helper::{self, QueueSettings, RetrySettings, DEFAULT_TIMEOUT};
+use sluice_core::ExtensionRef;
 use sluice_core::{
     BuildContext, BuildError, ComponentConfig, Exporter, ExporterFactory, FieldError, Registry,
     Signal, Stability,
@@ -49,7 +50,7 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 
 #[cfg(test)]
 pub(crate) use client::classify_status;
-pub(crate) use client::{log_partial_success, truncate, GrpcSender, RpcStatus};
+pub(crate) use client::{partial_success, truncate, GrpcSender, RpcStatus};
 
 /// The component type name in configuration.
 pub const TYPE_NAME: &str = "otlp";
@@ -109,6 +110,10 @@ pub struct OtlpExporterConfig {
     /// batches, refuse when full).
     #[serde(default)]
     pub sending_queue: QueueSettings,
+    /// Retries of failed sends (defaults: on, 5s first wait growing 1.5x to
+    /// 30s, jitter 0.5, give up after 300s).
+    #[serde(default)]
+    pub retry_on_failure: RetrySettings,
 }
 
 /// The message for configurations that would need TLS.
@@ -241,7 +246,12 @@ impl ComponentConfig for OtlpExporterConfig {
             errors.push(FieldError::new("timeout", "must be greater than 0"));
         }
         errors.extend(self.sending_queue.validate("sending_queue"));
+        errors.extend(self.retry_on_failure.validate("retry_on_failure"));
         errors
+    }
+
+    fn extension_refs(&self) -> Vec<ExtensionRef> {
+        self.sending_queue.extension_refs("sending_queue")
     }
 }
 
@@ -270,11 +280,12 @@ impl ExporterFactory for OtlpExporterFactory {
     ) -> Result<Arc<dyn Exporter>, BuildError> {
         let sender = GrpcSender::new(&ctx.id.to_string(), config)
             .map_err(|e| BuildError::new(format!("exporter {}: {e}", ctx.id)))?;
-        Ok(exporter_helper::build(
+        exporter_helper::build(
             &ctx,
             Arc::new(sender),
             &config.sending_queue,
+            &config.retry_on_failure,
             config.timeout,
-        ))
+        )
     }
 }

@@ -162,6 +162,7 @@ pub(crate) fn build_context(id: &str) -> (BuildContext, Arc<Telemetry>) {
         signal: None,
         telemetry: telemetry.clone(),
         health: Health::default(),
+        extensions: Default::default(),
         signals: sluice_core::Signal::ALL.to_vec(),
     };
     (ctx, telemetry)

@@ -33,7 +33,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Code, Request, Response, Status};
 
 use super::client::{ProtoAny, ProtoDuration, RetryInfo, RpcStatus, RETRY_INFO_TYPE};
-use super::test_support::{self, build_context, capture, yaml};
+use super::test_support::{self, build_context, yaml};
 use super::*;
 
 /// What the test server answers.
@@ -490,20 +490,18 @@ async fn a_down_backend_does_not_fail_start_and_sends_are_retryable() {
 }
 
 #[tokio::test]
-async fn partial_success_is_accepted_and_logged() {
+async fn partial_success_reports_the_rejected_items() {
     let server = Server::start().await;
     server.answer(Answer::Partial(2));
     let s = sender(&format!("endpoint: http://{}\n", server.addr));
-    let (log, _guard) = capture();
-    s.send(&test_support::traces()).await.unwrap();
-    let warnings: Vec<_> = log
-        .events()
-        .into_iter()
-        .filter(|e| e.level == tracing::Level::WARN && e.message.contains("partial success"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "{:?}", log.events());
-    assert_eq!(warnings[0].field("rejected"), Some("2"));
-    assert_eq!(warnings[0].field("error_message"), Some("spans too old"));
+    // The helper counts these as rejected and does not retry them.
+    assert_eq!(
+        s.send(&test_support::traces()).await,
+        Err(SendError::PartialSuccess {
+            rejected: 2,
+            message: "spans too old".into()
+        })
+    );
 }
 
 #[tokio::test]
@@ -544,7 +542,7 @@ async fn with_the_queue_disabled_errors_reach_the_pipeline() {
         .create(
             ctx,
             &config(&format!(
-                "endpoint: http://{}\nsending_queue:\n  enabled: false\n",
+                "endpoint: http://{}\nsending_queue:\n  enabled: false\nretry_on_failure:\n  enabled: false\n",
                 server.addr
             )),
         )
@@ -677,10 +675,16 @@ fn bad_headers_are_errors() {
 
 #[test]
 fn unknown_fields_and_bad_values_are_errors() {
-    let e = errors("endpoint: http://c:4317\nretry_on_failure:\n  enabled: true");
+    let e =
+        errors("endpoint: http://c:4317\nretry_on_failure:\n  enabled: true\n  max_intervall: 1s");
     assert!(
-        e.iter()
-            .any(|e| e.message.contains("unknown field `retry_on_failure`")),
+        e.iter().any(|e| e.path == "retry_on_failure::max_intervall"
+            && e.message.contains("unknown field `max_intervall`")),
+        "{e:?}"
+    );
+    let e = errors("endpoint: http://c:4317\nretry_on_failure:\n  multiplier: 0.5");
+    assert!(
+        has_error(&e, "retry_on_failure::multiplier", "at least 1"),
         "{e:?}"
     );
     let e = errors("endpoint: http://c:4317\ntls:\n  ca_file: /x.pem");

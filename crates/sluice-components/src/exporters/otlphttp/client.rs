@@ -113,7 +113,9 @@ impl Sender for HttpSender {
             if let Some((rejected, message)) =
                 parse_partial_success(signal, &headers, self.encoding, &body)
             {
-                crate::exporters::otlp::log_partial_success(&self.id, signal, rejected, &message);
+                return crate::exporters::otlp::partial_success(
+                    &self.id, signal, rejected, &message,
+                );
             }
             return Ok(());
         }

@@ -38,7 +38,8 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 use serde::Deserialize;
-use sluice_core::exporter_helper::{self, QueueSettings, DEFAULT_TIMEOUT};
+use sluice_core::exporter_helper::{self, QueueSettings, RetrySettings, DEFAULT_TIMEOUT};
+use sluice_core::ExtensionRef;
 use sluice_core::{
     BuildContext, BuildError, ComponentConfig, Exporter, ExporterFactory, FieldError, Registry,
     Signal, Stability,
@@ -117,6 +118,10 @@ pub struct OtlpHttpExporterConfig {
     /// batches, refuse when full).
     #[serde(default)]
     pub sending_queue: QueueSettings,
+    /// Retries of failed sends (defaults: on, 5s first wait growing 1.5x to
+    /// 30s, jitter 0.5, give up after 300s).
+    #[serde(default)]
+    pub retry_on_failure: RetrySettings,
 }
 
 impl OtlpHttpExporterConfig {
@@ -260,7 +265,12 @@ impl ComponentConfig for OtlpHttpExporterConfig {
             errors.push(FieldError::new("timeout", "must be greater than 0"));
         }
         errors.extend(self.sending_queue.validate("sending_queue"));
+        errors.extend(self.retry_on_failure.validate("retry_on_failure"));
         errors
+    }
+
+    fn extension_refs(&self) -> Vec<ExtensionRef> {
+        self.sending_queue.extension_refs("sending_queue")
     }
 }
 
@@ -289,11 +299,12 @@ impl ExporterFactory for OtlpHttpExporterFactory {
     ) -> Result<Arc<dyn Exporter>, BuildError> {
         let sender = HttpSender::new(&ctx.id.to_string(), config)
             .map_err(|e| BuildError::new(format!("exporter {}: {e}", ctx.id)))?;
-        Ok(exporter_helper::build(
+        exporter_helper::build(
             &ctx,
             Arc::new(sender),
             &config.sending_queue,
+            &config.retry_on_failure,
             config.timeout,
-        ))
+        )
     }
 }

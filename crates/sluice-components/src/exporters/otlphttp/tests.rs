@@ -21,7 +21,7 @@ use sluice_pdata::{Batch, Payload};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::exporters::otlp::test_support::{self, build_context, capture, yaml};
+use crate::exporters::otlp::test_support::{self, build_context, yaml};
 use crate::exporters::otlp::RpcStatus;
 
 /// One request the server received.
@@ -400,10 +400,9 @@ async fn an_unreachable_backend_is_retryable() {
 }
 
 #[tokio::test]
-async fn partial_success_is_accepted_and_logged() {
+async fn partial_success_reports_the_rejected_items() {
     let server = Server::start().await;
     let s = sender(&format!("endpoint: {}\n", server.url()));
-    let (log, _guard) = capture();
 
     // Protobuf answer.
     let answer = ExportTraceServiceResponse {
@@ -417,7 +416,13 @@ async fn partial_success_is_accepted_and_logged() {
         headers: vec![("content-type", "application/x-protobuf".into())],
         body: answer.encode_to_vec(),
     });
-    s.send(&test_support::traces()).await.unwrap();
+    assert_eq!(
+        s.send(&test_support::traces()).await,
+        Err(SendError::PartialSuccess {
+            rejected: 2,
+            message: "spans too old".into()
+        })
+    );
 
     // JSON answer, gzipped, with the int64 written as a string.
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -431,19 +436,13 @@ async fn partial_success_is_accepted_and_logged() {
         ],
         body: enc.finish().unwrap(),
     });
-    s.send(&test_support::logs()).await.unwrap();
-
-    let warnings: Vec<_> = log
-        .events()
-        .into_iter()
-        .filter(|e| e.level == tracing::Level::WARN && e.message.contains("partial success"))
-        .collect();
-    assert_eq!(warnings.len(), 2, "{:?}", log.events());
-    assert_eq!(warnings[0].field("rejected"), Some("2"));
-    assert_eq!(warnings[0].field("error_message"), Some("spans too old"));
-    assert_eq!(warnings[0].field("signal"), Some("traces"));
-    assert_eq!(warnings[1].field("rejected"), Some("1"));
-    assert_eq!(warnings[1].field("error_message"), Some("too big"));
+    assert_eq!(
+        s.send(&test_support::logs()).await,
+        Err(SendError::PartialSuccess {
+            rejected: 1,
+            message: "too big".into()
+        })
+    );
 }
 
 #[tokio::test]

@@ -204,6 +204,8 @@ impl HealthCheck {
     }
 }
 
+impl Extension for HealthCheck {}
+
 #[async_trait]
 impl sluice_core::Lifecycle for HealthCheck {
     async fn start(&self) -> Result<(), ComponentError> {

@@ -17,6 +17,7 @@ fn ctx(health: &Health) -> BuildContext {
         signal: None,
         telemetry: Telemetry::new(MetricsLevel::Normal),
         health: health.clone(),
+        extensions: Default::default(),
         signals: sluice_core::Signal::ALL.to_vec(),
     }
 }

@@ -115,6 +115,7 @@ fn ctx(telemetry: &Arc<Telemetry>, pipeline: &str) -> BuildContext {
         signal: Some(Signal::Traces),
         telemetry: telemetry.clone(),
         health: Health::default(),
+        extensions: Default::default(),
         signals: sluice_core::Signal::ALL.to_vec(),
     }
 }

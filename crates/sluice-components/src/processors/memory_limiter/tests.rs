@@ -49,6 +49,7 @@ fn ctx(t: &Arc<Telemetry>) -> BuildContext {
         signal: Some(Signal::Traces),
         telemetry: t.clone(),
         health: Health::default(),
+        extensions: Default::default(),
         signals: sluice_core::Signal::ALL.to_vec(),
     }
 }

@@ -122,6 +122,7 @@ fn ctx(telemetry: &Arc<Telemetry>) -> BuildContext {
         signal: None,
         telemetry: telemetry.clone(),
         health: Health::default(),
+        extensions: Default::default(),
         signals: sluice_core::Signal::ALL.to_vec(),
     }
 }

@@ -803,3 +803,67 @@ service:
         stderr.escape_debug()
     );
 }
+
+#[test]
+fn a_queue_storage_must_name_a_running_storage_extension() {
+    let dir = TestDir::new();
+    let base = |ext_section: &str, service_ext: &str| {
+        format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:4317
+    tls: {{ insecure: true }}
+    sending_queue:
+      storage: file_storage/q
+{ext_section}
+service:
+  {service_ext}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp]
+  telemetry:
+    metrics:
+      level: none
+"#
+        )
+    };
+    let missing = dir.write_config("missing.yaml", &base("", ""));
+    let out = sluice_cli(dir.path(), &["validate", "-c", missing.to_str().unwrap()]);
+    assert_eq!(out.code, Some(2), "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("exporters::otlp::sending_queue::storage")
+            && out.stderr.contains("file_storage/q is not configured"),
+        "{}",
+        out.describe()
+    );
+
+    let unlisted = dir.write_config(
+        "unlisted.yaml",
+        &base("extensions:\n  file_storage/q:\n    directory: /tmp/x", ""),
+    );
+    let out = sluice_cli(dir.path(), &["validate", "-c", unlisted.to_str().unwrap()]);
+    assert_eq!(out.code, Some(2), "{}", out.describe());
+    assert!(
+        out.stderr.contains("not listed in service::extensions"),
+        "{}",
+        out.describe()
+    );
+
+    let good = dir.write_config(
+        "good.yaml",
+        &base(
+            "extensions:\n  file_storage/q:\n    directory: /tmp/x",
+            "extensions: [file_storage/q]",
+        ),
+    );
+    let out = sluice_cli(dir.path(), &["validate", "-c", good.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+}

@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+pub mod sink;
 
 /// How long sluice may take to log `sluice is running`.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);

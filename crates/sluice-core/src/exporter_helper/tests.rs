@@ -48,7 +48,11 @@ impl Script {
 impl Sender for Script {
     async fn send(&self, batch: &Batch) -> Result<(), SendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let fallback = if self.down_for_ever { unavailable() } else { Ok(()) };
+        let fallback = if self.down_for_ever {
+            unavailable()
+        } else {
+            Ok(())
+        };
         let answer = self.answers.lock().unwrap().pop_front().unwrap_or(fallback);
         if answer.is_ok() || matches!(answer, Err(SendError::PartialSuccess { .. })) {
             let Payload::Traces(r) = batch.payload() else {

@@ -5,12 +5,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use sluice_core::exporter_helper::{SendError, Sender};
 use sluice_core::ComponentError;
 use sluice_pdata::{Batch, Payload, Signal};
+use tonic::client::Grpc;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
@@ -36,17 +37,60 @@ pub(crate) enum SetupError {
     Transport(#[from] tonic::transport::Error),
 }
 
-struct Clients {
-    traces: TraceServiceClient<Channel>,
-    metrics: MetricsServiceClient<Channel>,
-    logs: LogsServiceClient<Channel>,
+/// An export request encoded straight from the shared batch. The generated
+/// clients take their request by value, which would mean a deep copy of
+/// every batch per send (and per retry); this wrapper lets tonic's prost
+/// codec encode from the `Arc` instead.
+#[derive(Debug)]
+struct SharedRequest(Batch);
+
+impl prost::Message for SharedRequest {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        match self.0.payload() {
+            Payload::Traces(r) => r.encode_raw(buf),
+            Payload::Metrics(r) => r.encode_raw(buf),
+            Payload::Logs(r) => r.encode_raw(buf),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self.0.payload() {
+            Payload::Traces(r) => r.encoded_len(),
+            Payload::Metrics(r) => r.encoded_len(),
+            Payload::Logs(r) => r.encoded_len(),
+        }
+    }
+
+    // Only ever encoded: decoding skips whatever it is given.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn clear(&mut self) {
+        self.0 = Batch::new(Payload::empty(self.0.signal()));
+    }
+}
+
+/// The `Export` method of each collector service.
+fn export_path(signal: Signal) -> tonic::codegen::http::uri::PathAndQuery {
+    tonic::codegen::http::uri::PathAndQuery::from_static(match signal {
+        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    })
 }
 
 /// Sends each batch as one OTLP/gRPC `Export` call.
 pub(crate) struct GrpcSender {
     id: String,
     endpoint: Endpoint,
-    clients: OnceLock<Clients>,
+    grpc: OnceLock<Grpc<Channel>>,
     metadata: MetadataMap,
     compression: Compression,
     timeout: Duration,
@@ -86,36 +130,46 @@ impl GrpcSender {
         Ok(GrpcSender {
             id: id.to_string(),
             endpoint,
-            clients: OnceLock::new(),
+            grpc: OnceLock::new(),
             metadata,
             compression: config.compression,
             timeout: config.timeout,
         })
     }
 
-    /// The clients over one lazily connected channel. Must be called inside
-    /// the runtime (the channel spawns its worker).
-    fn clients(&self) -> &Clients {
-        self.clients.get_or_init(|| {
-            let channel = self.endpoint.connect_lazy();
-            let gzip = self.compression == Compression::Gzip;
-            let mut traces = TraceServiceClient::new(channel.clone())
+    /// The gRPC client over one lazily connected channel. Must be called
+    /// inside the runtime (the channel spawns its worker).
+    fn grpc(&self) -> &Grpc<Channel> {
+        self.grpc.get_or_init(|| {
+            let grpc = Grpc::new(self.endpoint.connect_lazy())
                 .accept_compressed(CompressionEncoding::Gzip);
-            let mut metrics = MetricsServiceClient::new(channel.clone())
-                .accept_compressed(CompressionEncoding::Gzip);
-            let mut logs =
-                LogsServiceClient::new(channel).accept_compressed(CompressionEncoding::Gzip);
-            if gzip {
-                traces = traces.send_compressed(CompressionEncoding::Gzip);
-                metrics = metrics.send_compressed(CompressionEncoding::Gzip);
-                logs = logs.send_compressed(CompressionEncoding::Gzip);
-            }
-            Clients {
-                traces,
-                metrics,
-                logs,
+            if self.compression == Compression::Gzip {
+                grpc.send_compressed(CompressionEncoding::Gzip)
+            } else {
+                grpc
             }
         })
+    }
+
+    /// One `Export` call; `U` is the signal's response type.
+    async fn export<U>(&self, batch: &Batch) -> Result<U, SendError>
+    where
+        U: prost::Message + Default + Send + 'static,
+    {
+        let mut grpc = self.grpc().clone();
+        grpc.ready()
+            .await
+            .map_err(|e| SendError::retryable(format!("backend not reachable: {e}")))?;
+        let codec = tonic_prost::ProstCodec::<SharedRequest, U>::default();
+        let answer = grpc
+            .unary(
+                self.request(SharedRequest(batch.clone())),
+                export_path(batch.signal()),
+                codec,
+            )
+            .await
+            .map_err(|s| classify_status(&s))?;
+        Ok(answer.into_inner())
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -131,59 +185,33 @@ impl GrpcSender {
 impl Sender for GrpcSender {
     async fn start(&self) -> Result<(), ComponentError> {
         // Creates the channel (no connection yet) inside the runtime.
-        self.clients();
+        self.grpc();
         Ok(())
     }
 
     async fn send(&self, batch: &Batch) -> Result<(), SendError> {
-        let clients = self.clients();
-        match batch.payload() {
-            Payload::Traces(r) => {
-                let mut client = clients.traces.clone();
-                let answer = client
-                    .export(self.request(r.clone()))
-                    .await
-                    .map_err(|s| classify_status(&s))?;
-                if let Some(p) = answer.into_inner().partial_success {
-                    partial_success(&self.id, Signal::Traces, p.rejected_spans, &p.error_message)?;
-                }
-            }
-            Payload::Metrics(r) => {
-                let mut client = clients.metrics.clone();
-                let answer = client
-                    .export(self.request(r.clone()))
-                    .await
-                    .map_err(|s| classify_status(&s))?;
-                if let Some(p) = answer.into_inner().partial_success {
-                    partial_success(
-                        &self.id,
-                        Signal::Metrics,
-                        p.rejected_data_points,
-                        &p.error_message,
-                    )?;
-                }
-            }
-            Payload::Logs(r) => {
-                let mut client = clients.logs.clone();
-                let answer = client
-                    .export(self.request(r.clone()))
-                    .await
-                    .map_err(|s| classify_status(&s))?;
-                if let Some(p) = answer.into_inner().partial_success {
-                    partial_success(
-                        &self.id,
-                        Signal::Logs,
-                        p.rejected_log_records,
-                        &p.error_message,
-                    )?;
-                }
-            }
+        let (rejected, message) = match batch.signal() {
+            Signal::Traces => self
+                .export::<ExportTraceServiceResponse>(batch)
+                .await?
+                .partial_success
+                .map(|p| (p.rejected_spans, p.error_message)),
+            Signal::Metrics => self
+                .export::<ExportMetricsServiceResponse>(batch)
+                .await?
+                .partial_success
+                .map(|p| (p.rejected_data_points, p.error_message)),
+            Signal::Logs => self
+                .export::<ExportLogsServiceResponse>(batch)
+                .await?
+                .partial_success
+                .map(|p| (p.rejected_log_records, p.error_message)),
         }
-        Ok(())
+        .unwrap_or_default();
+        partial_success(&self.id, batch.signal(), rejected, &message)
     }
 }
 
-/// Cuts a server-provided message to a loggable length.
 /// Turns an OTLP `partial_success` answer into the helper's outcome: items
 /// rejected are a [`SendError::PartialSuccess`] (counted, not retried); a
 /// message alone is only logged. Both OTLP exporters use this.
@@ -210,6 +238,7 @@ pub(crate) fn partial_success(
     Ok(())
 }
 
+/// Cuts a server-provided message to a loggable length.
 pub(crate) fn truncate(s: &str) -> &str {
     if s.len() <= MAX_MESSAGE {
         return s;

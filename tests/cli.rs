@@ -716,12 +716,12 @@ service:
     drop(taken);
 }
 
-#[test]
-fn run_logs_json_lines_when_configured() {
-    let dir = TestDir::new();
+/// An OTLP/HTTP -> debug pipeline on a free port, logging at info in
+/// `encoding`, without a metrics endpoint.
+fn debug_pipeline_with_logs(dir: &TestDir, encoding: &str) -> std::path::PathBuf {
     let http = free_addr();
-    let path = dir.write_config(
-        "json-logs.yaml",
+    dir.write_config(
+        &format!("{encoding}-logs.yaml"),
         &format!(
             r#"
 receivers:
@@ -741,10 +741,16 @@ service:
       level: none
     logs:
       level: info
-      encoding: json
+      encoding: {encoding}
 "#
         ),
-    );
+    )
+}
+
+#[test]
+fn run_logs_json_lines_when_configured() {
+    let dir = TestDir::new();
+    let path = debug_pipeline_with_logs(&dir, "json");
     let mut sluice = Sluice::run(dir.path(), &[&path]);
     sluice.stop();
     let stderr = sluice.stderr();
@@ -768,32 +774,7 @@ fn console_logs_to_a_pipe_have_no_color_codes() {
     // stderr is a pipe here, as under systemd, docker or `2> file`: the
     // console encoding must not write ANSI escape sequences into it.
     let dir = TestDir::new();
-    let http = free_addr();
-    let path = dir.write_config(
-        "console-logs.yaml",
-        &format!(
-            r#"
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: {http}
-exporters:
-  debug:
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [debug]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: info
-      encoding: console
-"#
-        ),
-    );
+    let path = debug_pipeline_with_logs(&dir, "console");
     let mut sluice = Sluice::run(dir.path(), &[&path]);
     sluice.stop();
     let stderr = sluice.stderr();

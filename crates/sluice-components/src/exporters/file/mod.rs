@@ -339,10 +339,11 @@ impl BackupNames {
     }
 }
 
-/// The open file, with or without gzip on top.
+/// The open file, with or without gzip on top (boxed: the compressor's state
+/// is large, and there is one sink per exporter).
 enum Sink {
     Plain(BufWriter<File>),
-    Gzip(GzEncoder<BufWriter<File>>),
+    Gzip(Box<GzEncoder<BufWriter<File>>>),
 }
 
 impl Sink {
@@ -350,7 +351,10 @@ impl Sink {
         let buf = BufWriter::with_capacity(64 * 1024, file);
         match compression {
             Compression::None => Sink::Plain(buf),
-            Compression::Gzip => Sink::Gzip(GzEncoder::new(buf, flate2::Compression::default())),
+            Compression::Gzip => Sink::Gzip(Box::new(GzEncoder::new(
+                buf,
+                flate2::Compression::default(),
+            ))),
         }
     }
 

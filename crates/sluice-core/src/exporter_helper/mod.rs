@@ -171,6 +171,22 @@ impl QueueSettings {
 /// Default per-request timeout (the OpenTelemetry Collector's 5 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The checks every queued network exporter's config shares: `timeout`,
+/// `sending_queue` and `retry_on_failure` under their usual keys.
+pub fn validate_settings(
+    timeout: Duration,
+    queue: &QueueSettings,
+    retry: &RetrySettings,
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if timeout.is_zero() {
+        errors.push(FieldError::new("timeout", "must be greater than 0"));
+    }
+    errors.extend(queue.validate("sending_queue"));
+    errors.extend(retry.validate("retry_on_failure"));
+    errors
+}
+
 /// How a batch's delivery ended.
 enum Outcome {
     /// Sent, or failed for good (counted either way): remove it.

@@ -242,11 +242,11 @@ impl ComponentConfig for OtlpExporterConfig {
             }
         }
         check_duplicate_headers(self.headers.keys(), &mut errors);
-        if self.timeout.is_zero() {
-            errors.push(FieldError::new("timeout", "must be greater than 0"));
-        }
-        errors.extend(self.sending_queue.validate("sending_queue"));
-        errors.extend(self.retry_on_failure.validate("retry_on_failure"));
+        errors.extend(exporter_helper::validate_settings(
+            self.timeout,
+            &self.sending_queue,
+            &self.retry_on_failure,
+        ));
         errors
     }
 

@@ -25,5 +25,5 @@ pub use factory::{
     BuildError, ComponentConfig, ComponentInfo, ExporterFactory, ExtensionFactory, ExtensionRef,
     FieldError, Listen, ProcessorFactory, ReceiverFactory, Registry,
 };
-pub use sluice_pdata::{Batch, Payload, Signal};
+pub use sluice_pdata::{Batch, Bytes, InvalidRequest, Payload, Signal};
 pub use telemetry::Telemetry;

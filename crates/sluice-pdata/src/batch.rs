@@ -1,5 +1,7 @@
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use prost::bytes::{Bytes, BytesMut};
 
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::Metric;
@@ -117,6 +119,16 @@ impl Payload {
         Ok(())
     }
 
+    /// Length of the protobuf encoding, computed without encoding.
+    pub fn encoded_len(&self) -> usize {
+        use prost::Message;
+        match self {
+            Payload::Traces(r) => r.encoded_len(),
+            Payload::Metrics(r) => r.encoded_len(),
+            Payload::Logs(r) => r.encoded_len(),
+        }
+    }
+
     /// Protobuf encoding of the export request.
     pub fn encode_proto(&self) -> Vec<u8> {
         use prost::Message;
@@ -152,23 +164,113 @@ pub(crate) fn data_point_count(metric: &Metric) -> usize {
 
 /// A batch of telemetry as it crosses component boundaries: shared, copied on
 /// write, with its item count computed once.
+///
+/// A batch holds its request in one or both of two forms: the protobuf
+/// encoding it arrived in (validated by [`Batch::from_encoded`]) and the
+/// decoded [`Payload`]. A batch that only passes through (received, batched,
+/// exported or queued on disk) is never decoded: the receiver validates and
+/// counts the bytes with one allocation-free walk, the batch processor
+/// concatenates encodings, and exporters send them as they are. The first
+/// call of [`Batch::payload`] decodes once (shared by every holder); the
+/// first mutation drops the encoding, since it no longer matches.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    payload: Arc<Payload>,
+    shared: Arc<Shared>,
+    signal: Signal,
     items: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Shared {
+    /// The protobuf export request, when it is known to be current.
+    encoded: Option<Bytes>,
+    /// The decoded request; filled on first use when only `encoded` is held.
+    decoded: OnceLock<Payload>,
+}
+
+/// Why [`Batch::from_encoded`] refused bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid protobuf {signal} export request: {reason}")]
+pub struct InvalidRequest {
+    pub signal: Signal,
+    pub reason: String,
 }
 
 impl Batch {
     pub fn new(payload: Payload) -> Batch {
         let items = payload.item_count();
+        let signal = payload.signal();
         Batch {
-            payload: Arc::new(payload),
+            shared: Arc::new(Shared {
+                encoded: None,
+                decoded: OnceLock::from(payload),
+            }),
+            signal,
             items,
         }
     }
 
+    /// A batch of a protobuf-encoded export request of `signal`. The bytes
+    /// are checked against the OTLP schema as a protobuf decoder would
+    /// (wire types, lengths, UTF-8 of strings, nesting depth) and their items
+    /// counted, without decoding; bytes that would not decode are refused,
+    /// so a batch accepted here can always be decoded later.
+    pub fn from_encoded(signal: Signal, bytes: Bytes) -> Result<Batch, InvalidRequest> {
+        let items = crate::wire::validate(signal, &bytes).map_err(|reason| InvalidRequest {
+            signal,
+            reason: reason.to_string(),
+        })?;
+        Ok(Batch {
+            shared: Arc::new(Shared {
+                encoded: Some(bytes),
+                decoded: OnceLock::new(),
+            }),
+            signal,
+            items,
+        })
+    }
+
+    /// Concatenates batches of one signal into one. When every part holds
+    /// its encoding, the result is the concatenation of the encodings (an
+    /// export request is one repeated field, so concatenated requests are
+    /// the merged request) and nothing is decoded. Parts of another signal
+    /// are returned in `Err` untouched.
+    pub fn concat(signal: Signal, parts: Vec<Batch>) -> Result<Batch, Vec<Batch>> {
+        if parts.iter().any(|b| b.signal != signal) {
+            return Err(parts);
+        }
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().expect("one part"));
+        }
+        let items = parts.iter().map(|b| b.items).sum();
+        if parts.iter().all(|b| b.shared.encoded.is_some()) {
+            let len = parts.iter().map(Batch::encoded_len).sum();
+            let mut buf = BytesMut::with_capacity(len);
+            for part in &parts {
+                buf.extend_from_slice(part.shared.encoded.as_ref().expect("checked"));
+            }
+            return Ok(Batch {
+                shared: Arc::new(Shared {
+                    encoded: Some(buf.freeze()),
+                    decoded: OnceLock::new(),
+                }),
+                signal,
+                items,
+            });
+        }
+        let mut parts = parts.into_iter();
+        let mut merged = parts
+            .next()
+            .map_or_else(|| Payload::empty(signal), Batch::into_payload);
+        for part in parts {
+            // Same signal: checked above.
+            let _ = merged.append(part.into_payload());
+        }
+        Ok(Batch::new(merged))
+    }
+
     pub fn signal(&self) -> Signal {
-        self.payload.signal()
+        self.signal
     }
 
     /// Items in the batch (spans, metric points or log records).
@@ -176,24 +278,63 @@ impl Batch {
         self.items
     }
 
+    /// The decoded request; decodes the encoding on first use.
     pub fn payload(&self) -> &Payload {
-        &self.payload
+        self.shared.decoded.get_or_init(|| {
+            let bytes = self.shared.encoded.as_ref().expect("a batch holds a form");
+            Payload::decode_proto(self.signal, bytes)
+                .expect("validated by Batch::from_encoded before it was accepted")
+        })
+    }
+
+    /// The protobuf encoding, when the batch holds it (no encoding is done).
+    pub fn encoded(&self) -> Option<&Bytes> {
+        self.shared.encoded.as_ref()
+    }
+
+    /// The protobuf encoding: the held bytes (a reference count, no copy)
+    /// or a fresh encoding of the payload.
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.shared.encoded {
+            Some(b) => b.clone(),
+            None => Bytes::from(self.payload().encode_proto()),
+        }
+    }
+
+    /// Length of the protobuf encoding, computed without encoding.
+    pub fn encoded_len(&self) -> usize {
+        match &self.shared.encoded {
+            Some(b) => b.len(),
+            None => self.payload().encoded_len(),
+        }
     }
 
     /// Mutable access; copies the payload first if another consumer shares it.
     /// The cached item count is refreshed when the guard is dropped.
     pub fn make_mut(&mut self) -> BatchMut<'_> {
+        self.payload();
+        let shared = Arc::make_mut(&mut self.shared);
+        shared.encoded = None;
         BatchMut { batch: self }
     }
 
     /// The payload by value, copying only if it is shared.
     pub fn into_payload(self) -> Payload {
-        Arc::try_unwrap(self.payload).unwrap_or_else(|shared| (*shared).clone())
+        self.payload();
+        match Arc::try_unwrap(self.shared) {
+            Ok(shared) => shared.decoded.into_inner().expect("decoded above"),
+            Err(shared) => shared.decoded.get().expect("decoded above").clone(),
+        }
     }
 
     /// True when no other handle shares this batch's payload.
     pub fn is_unique(&self) -> bool {
-        Arc::strong_count(&self.payload) == 1
+        Arc::strong_count(&self.shared) == 1
+    }
+
+    /// True when the batch has been decoded (for tests and benchmarks).
+    pub fn is_decoded(&self) -> bool {
+        self.shared.decoded.get().is_some()
     }
 }
 
@@ -211,18 +352,25 @@ pub struct BatchMut<'a> {
 impl std::ops::Deref for BatchMut<'_> {
     type Target = Payload;
     fn deref(&self) -> &Payload {
-        &self.batch.payload
+        self.batch
+            .shared
+            .decoded
+            .get()
+            .expect("decoded by make_mut")
     }
 }
 
 impl std::ops::DerefMut for BatchMut<'_> {
     fn deref_mut(&mut self) -> &mut Payload {
-        Arc::make_mut(&mut self.batch.payload)
+        Arc::make_mut(&mut self.batch.shared)
+            .decoded
+            .get_mut()
+            .expect("decoded by make_mut")
     }
 }
 
 impl Drop for BatchMut<'_> {
     fn drop(&mut self) {
-        self.batch.items = self.batch.payload.item_count();
+        self.batch.items = self.batch.payload().item_count();
     }
 }

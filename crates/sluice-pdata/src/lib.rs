@@ -11,9 +11,11 @@
 mod batch;
 mod json;
 mod split;
+mod wire;
 
-pub use batch::{Batch, Payload, Signal};
+pub use batch::{Batch, InvalidRequest, Payload, Signal};
 pub use json::{from_json, to_json, JsonError};
+pub use prost::bytes::Bytes;
 pub use split::split_off;
 
 /// Re-export of the OTLP message types sluice carries.

@@ -1,6 +1,6 @@
 //! The configs shown in README.md, docs/getting-started.md and some
-//! component docs are valid:
-//! every ```yaml block with a `service:` section passes `sluice validate`.
+//! component docs are valid: every ```yaml block with a `service:` section
+//! passes `sluice validate`.
 
 mod support;
 

@@ -18,7 +18,7 @@ pub(crate) mod testkit;
 
 pub use component::{
     BuildContext, ComponentError, ComponentId, Exporter, Extension, Extensions, Health, Kind,
-    Lifecycle, Processor, Receiver, ServiceState, SignalConsumers, Stability, Storage,
+    KeyValueStore, Lifecycle, Processor, Receiver, ServiceState, SignalConsumers, Stability, Storage,
 };
 pub use consumer::{ConsumeError, Consumer, ConsumerRef, FanOut};
 pub use factory::{

@@ -95,7 +95,8 @@ impl KeyValueStore for FileKv {
         let path = self.key_path(key)?;
         let tmp = self.dir.join(format!("{key}{TMP_SUFFIX}"));
         let mut f = File::create(&tmp).map_err(|e| err("cannot create", &tmp, e))?;
-        f.write_all(value).map_err(|e| err("cannot write", &tmp, e))?;
+        f.write_all(value)
+            .map_err(|e| err("cannot write", &tmp, e))?;
         if self.fsync {
             f.sync_data().map_err(|e| err("cannot sync", &tmp, e))?;
         }

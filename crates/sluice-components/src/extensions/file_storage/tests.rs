@@ -107,7 +107,10 @@ fn key_value_stores_survive_reopening_and_are_exclusive() {
             second.err().expect("locked").to_string().contains("in use"),
             "a second open of the same store must fail while the first lives"
         );
-        assert!(kv.set("../escape", b"x").is_err(), "keys cannot leave the store");
+        assert!(
+            kv.set("../escape", b"x").is_err(),
+            "keys cannot leave the store"
+        );
         assert!(kv.set("LOCK", b"x").is_err());
     }
     let kv = storage.open_store("receiver_filelog").unwrap();

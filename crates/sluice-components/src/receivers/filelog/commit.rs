@@ -303,26 +303,34 @@ pub async fn persist(
     mut changed: watch::Receiver<u64>,
     errors: Counter,
 ) {
-    let mut written = *changed.borrow_and_update();
-    loop {
-        let closed = changed.changed().await.is_err();
-        let version = *changed.borrow_and_update();
-        if version == written {
-            if closed {
-                break;
+    let write = |store: Arc<dyn KeyValueStore>| {
+        let bytes = snapshot(&committed);
+        let id = id.clone();
+        let errors = errors.clone();
+        async move {
+            let r = tokio::task::spawn_blocking(move || store.set(STORE_KEY, &bytes)).await;
+            if let Err(e) = r.unwrap_or_else(|e| Err(sluice_core::ComponentError::new(e))) {
+                errors.inc();
+                tracing::error!(receiver = %id, error = %e, "cannot store the read offsets");
             }
+        }
+    };
+    // Version 0 is the state loaded at start, already on disk. (Not the
+    // version current when this task first runs: under load the committer
+    // may have moved on, or even finished, before then.)
+    let mut written = 0u64;
+    loop {
+        let version = *changed.borrow_and_update();
+        if version != written {
+            written = version;
+            write(store.clone()).await;
             continue;
         }
-        written = version;
-        let bytes = snapshot(&committed);
-        let s = store.clone();
-        let r = tokio::task::spawn_blocking(move || s.set(STORE_KEY, &bytes)).await;
-        let r = r.unwrap_or_else(|e| Err(sluice_core::ComponentError::new(e)));
-        if let Err(e) = r {
-            errors.inc();
-            tracing::error!(receiver = %id, error = %e, "cannot store the read offsets");
-        }
-        if closed {
+        if changed.changed().await.is_err() {
+            // The committer is gone: write its last state if not yet done.
+            if *changed.borrow() != written {
+                write(store.clone()).await;
+            }
             break;
         }
     }

@@ -36,7 +36,9 @@
 //!   (copytruncate) is seen as a size below the offset, or as changed leading
 //!   bytes; the file is then read from its start. A file deleted while open
 //!   is read to its end. Files that appear after start-up are read from their
-//!   start; `start_at` only applies to files found by the first poll.
+//!   start; `start_at` only applies to files found by the first poll, and
+//!   not at all when stored offsets were found (a file without a stored
+//!   offset then appeared while sluice was down, and is read whole).
 //! * **Partial lines.** A last line without newline is held (its bytes are
 //!   re-read, not copied) until the newline comes, or sent as it is once the
 //!   file has not grown for `force_flush_period` (default 500ms, as the

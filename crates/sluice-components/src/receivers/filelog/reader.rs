@@ -31,7 +31,9 @@ const PER_POLL_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Encoded bytes at which a batch is sent whatever its record count.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Polls a file may go unseen (deleted, renamed out of the globs) before it
-/// is forgotten, so that a file that reappears is not read again.
+/// is forgotten, so that a file that reappears is not read again. During
+/// those polls it is still read through its open handle, so that lines a
+/// writer adds just after renaming it away are not lost.
 const POLLS_TO_REMEMBER: u64 = 3;
 
 /// Counters the reader moves.
@@ -358,6 +360,8 @@ pub struct Reader {
     buf: Vec<u8>,
     out: Out,
     id: String,
+    /// Stored offsets were found at start.
+    resumed: bool,
 }
 
 impl Reader {
@@ -395,6 +399,7 @@ impl Reader {
             first_poll: true,
             out,
             id,
+            resumed: !restored.is_empty(),
         };
         for st in restored {
             let key = st.key;
@@ -630,11 +635,15 @@ impl Reader {
                     i
                 }
                 None => {
-                    let offset = if self.first_poll && self.s.start_at == StartAt::End {
-                        size
-                    } else {
-                        0
-                    };
+                    // `start_at: end` is for a first start only: when resuming
+                    // from stored offsets, a file that appeared while sluice
+                    // was down is new and read from its start.
+                    let offset =
+                        if self.first_poll && self.s.start_at == StartAt::End && !self.resumed {
+                            size
+                        } else {
+                            0
+                        };
                     let key = self.new_key();
                     let attrs = self.attrs_for(&path);
                     self.tracked.push(Tracked {
@@ -694,7 +703,9 @@ impl Reader {
             if self.read_file(i)? {
                 // Not at its end yet: found lost again next poll, and read on.
                 more = true;
-            } else {
+            } else if gen.saturating_sub(self.tracked[i].seen) > POLLS_TO_REMEMBER {
+                // A writer that kept its handle across the rename has had a
+                // few polls to finish; after that the file is let go.
                 self.tracked[i].file = None;
             }
         }

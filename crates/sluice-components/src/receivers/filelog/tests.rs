@@ -177,6 +177,23 @@ async fn expect_count(h: &Harness, n: usize) {
     assert_eq!(h.recorder.count(), n, "exactly {n} records, no duplicates");
 }
 
+/// Makes sure the receiver's first poll is over (so `start_at: end` has
+/// taken effect): appends probe lines to `probe` until one arrives, then
+/// forgets what was received.
+async fn first_poll_done(h: &Harness, probe: &Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while h.recorder.count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no probe line arrived"
+        );
+        append(probe, "probe\n");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    h.recorder.recs.lock().unwrap().clear();
+}
+
 fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -206,8 +223,8 @@ async fn start_at_end_reads_only_appended_lines() {
     let mut cfg = config(&glob_in(tmp.path(), "*.log"));
     cfg.start_at = StartAt::End;
     let h = start(&cfg).await;
-    // Let the first poll see the file at its current end.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    first_poll_done(&h, &log).await;
+    let probes = h.counter("otelcol_receiver_accepted_log_records");
     append(&log, "new-1\r\nnew-2\n");
     expect_count(&h, 2).await;
     assert_eq!(
@@ -224,8 +241,11 @@ async fn start_at_end_reads_only_appended_lines() {
         rec.observed > 1_600_000_000_000_000_000,
         "observed time is set"
     );
-    assert_eq!(h.counter("otelcol_receiver_accepted_log_records"), 2);
-    assert_eq!(h.counter("sluice_receiver_filelog_lines_read"), 2);
+    assert_eq!(
+        h.counter("otelcol_receiver_accepted_log_records"),
+        probes + 2
+    );
+    assert_eq!(h.counter("sluice_receiver_filelog_lines_read"), probes + 2);
     h.stop().await;
 }
 
@@ -314,6 +334,39 @@ async fn rotation_by_rename_within_the_glob_follows_the_file_by_fingerprint() {
         c0.attrs[0].1, "app.log.1",
         "lines read after the rename carry the new name"
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_and_truncate_loses_and_repeats_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("app.log");
+    append(&log, &lines("a", 0..100));
+    let h = start(&config(&glob_in(tmp.path(), "app.log*"))).await;
+    expect_count(&h, 100).await;
+    for round in 0..3 {
+        // Lines the receiver may or may not have read before the copy.
+        append(&log, &lines(&format!("b{round}"), 0..40));
+        std::fs::copy(&log, tmp.path().join(format!("app.log.{round}"))).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, &lines(&format!("c{round}"), 0..30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    expect_count(&h, 310).await;
+    let mut got = h.recorder.bodies();
+    got.sort();
+    let mut want = names("a", 0..100);
+    for round in 0..3 {
+        want.extend(names(&format!("b{round}"), 0..40));
+        want.extend(names(&format!("c{round}"), 0..30));
+    }
+    want.sort();
+    assert_eq!(got, want);
     h.stop().await;
 }
 
@@ -421,7 +474,7 @@ async fn files_appearing_later_are_read_from_their_start_and_excludes_apply() {
     cfg.start_at = StartAt::End;
     cfg.exclude = vec![glob_in(tmp.path(), "**/skip-*.log")];
     let h = start(&cfg).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    first_poll_done(&h, &tmp.path().join("probe.log")).await;
     std::fs::create_dir_all(&sub).unwrap();
     append(&sub.join("skip-me.log"), "excluded\n");
     append(&sub.join("new.log"), "n-0\nn-1\n");
@@ -559,6 +612,34 @@ async fn stored_offsets_resume_after_a_restart() {
         tmp.path().join("state/receiver_filelog/offsets").is_file(),
         "offsets live in the storage directory"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_at_end_does_not_skip_files_that_appeared_while_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    append(&logs.join("old.log"), "before-start\n");
+    let ext = storage(&tmp.path().join("state")).await;
+    let mut cfg = config(&glob_in(&logs, "*.log"));
+    cfg.start_at = StartAt::End;
+    cfg.storage = Some("file_storage".into());
+    let h = start_again(&cfg, Arc::new(Recorder::default()), ext.clone()).await;
+    first_poll_done(&h, &logs.join("old.log")).await;
+    append(&logs.join("old.log"), "live\n");
+    expect_count(&h, 1).await;
+    assert_eq!(h.recorder.bodies(), ["live"]);
+    h.stop().await;
+    drop(h);
+
+    append(&logs.join("old.log"), "while-down\n");
+    append(&logs.join("new.log"), "new-while-down\n");
+    let h = start_again(&cfg, Arc::new(Recorder::default()), ext.clone()).await;
+    expect_count(&h, 2).await;
+    let mut got = h.recorder.bodies();
+    got.sort();
+    assert_eq!(got, ["new-while-down", "while-down"]);
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -296,9 +296,16 @@ impl Lifecycle for FilelogReceiver {
             stop_flag.clone(),
             self.reader_metrics.clone(),
         );
+        let reader_id = self.id.clone();
         let reader = std::thread::Builder::new()
             .name(format!("filelog-{}", self.id))
-            .spawn(move || reader.run())
+            .spawn(move || {
+                // A bug in the reader must not end reading silently.
+                let run = std::panic::AssertUnwindSafe(move || reader.run());
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!(receiver = %reader_id, "the filelog reader failed; this receiver reads no more until restarted");
+                }
+            })
             .map_err(|e| {
                 ComponentError::new(format!(
                     "receiver {}: cannot start the reader: {e}",
@@ -362,9 +369,11 @@ impl Lifecycle for FilelogReceiver {
             }
         }
         let reader = running.reader;
-        match tokio::task::spawn_blocking(move || reader.join()).await {
-            Ok(Ok(())) => {}
-            _ => failure = Some("the reader thread failed".to_string()),
+        if tokio::task::spawn_blocking(move || reader.join())
+            .await
+            .is_err()
+        {
+            failure = Some("the reader thread could not be joined".to_string());
         }
         tracing::info!(receiver = %self.id, "filelog receiver stopped");
         failure.map_or(Ok(()), |f| {

@@ -12,6 +12,7 @@ use sluice_core::Registry;
 /// Registers every component type this crate provides.
 pub fn register_all(r: &mut Registry) {
     receivers::otlp::register(r);
+    receivers::filelog::register(r);
     processors::attributes::register(r);
     processors::batch::register(r);
     processors::memory_limiter::register(r);

@@ -1,1 +1,2 @@
+pub mod filelog;
 pub mod otlp;

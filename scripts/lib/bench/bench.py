@@ -71,6 +71,14 @@ SCENARIOS = {
         "sluice_config": "sluice-e-filelog.yaml",
         "peers": ["otelcol"],
     },
+    "f": {
+        "title": "(a) + memory_limiter, attributes, persistent queue",
+        "signal": "traces",
+        "protocol": "grpc",
+        "sink": "grpc",
+        "sluice_config": "sluice-f-traces-reliable.yaml",
+        "peers": ["rotel"],
+    },
 }
 
 # Points per generated metric (sluice_bench::gen::POINTS_PER_METRIC): Rotel
@@ -244,6 +252,8 @@ def collector_command(name, scenario, rundir, opts, ports, sink):
                 "BENCH_GRPC": f"127.0.0.1:{ports['grpc']}",
                 "BENCH_HTTP": f"127.0.0.1:{ports['http']}",
             })
+        # A fresh, empty storage directory per run (scenario f's queue).
+        env["BENCH_STORAGE_DIR"] = os.path.join(rundir, "storage")
         argv = [opts.sluice, "run", "-c", os.path.join(HERE, sc["sluice_config"])]
         return argv, env
     if name == "rotel":
@@ -821,7 +831,7 @@ def main():
     r.add_argument("--sluice", required=True)
     r.add_argument("--rotel", default="")
     r.add_argument("--otelcol", default="")
-    r.add_argument("--scenarios", default="a,b,c,d,e")
+    r.add_argument("--scenarios", default="a,b,c,d,e,f")
     r.add_argument("--rounds", type=int, default=3)
     r.add_argument("--duration", type=float, default=20)
     r.add_argument("--warmup", type=float, default=3)

@@ -37,7 +37,9 @@ SCENARIOS = {
         "protocol": "grpc",
         "sink": "grpc",
         "sluice_config": "sluice-a-traces-grpc.yaml",
-        "peers": ["rotel"],
+        # sluice-gzip6: sluice with its exporter at gzip level 6 (its
+        # default is 1), to show the gzip level's share of the ratio.
+        "peers": ["rotel", "sluice-gzip6"],
     },
     "b": {
         "title": "OTLP/gRPC traces -> batch -> discarding exporter",
@@ -239,7 +241,8 @@ def collector_command(name, scenario, rundir, opts, ports, sink):
     sc = SCENARIOS[scenario]
     env = dict(os.environ)
     env.pop("RUST_LOG", None)
-    if name == "sluice":
+    if name in ("sluice", "sluice-gzip6"):
+        env["BENCH_GZIP_LEVEL"] = "6" if name == "sluice-gzip6" else "1"
         env.update({
             "BENCH_TELEMETRY": f"127.0.0.1:{ports['telemetry']}",
             "BENCH_SINK_GRPC": sink.grpc if sink else "127.0.0.1:1",
@@ -517,7 +520,8 @@ def cmd_run(opts):
     for s in scenarios:
         if s not in SCENARIOS:
             raise SystemExit(f"unknown scenario {s!r}: choose from {','.join(SCENARIOS)}")
-    available = {"sluice": True, "rotel": bool(opts.rotel), "otelcol": bool(opts.otelcol)}
+    available = {"sluice": True, "sluice-gzip6": True, "rotel": bool(opts.rotel),
+                 "otelcol": bool(opts.otelcol)}
     os.makedirs(opts.workdir, exist_ok=True)
     n = 0
     out = open(opts.out, "a")
@@ -668,7 +672,7 @@ def cmd_report(opts):
     for r in records:
         by_scenario.setdefault(r["scenario"], []).append(r)
     summary_rows = []
-    order = ["direct", "sluice", "rotel", "otelcol"]
+    order = ["direct", "sluice", "sluice-gzip6", "rotel", "otelcol"]
     for scenario, sc in SCENARIOS.items():
         rs = by_scenario.get(scenario)
         if not rs:
@@ -755,6 +759,13 @@ def cmd_report(opts):
               + f"; peak RSS **{fmt(rss, 2)}×**; {what} items/s {fmt(thr, 2)}×.")
             w("")
             summary_rows.append((scenario, sc["title"], peer, ipc, rss, thr, what))
+            v = medians.get("sluice-gzip6")
+            if v:
+                vipc = ratio(v[key], p[key])
+                vrss = ratio(v["peak_rss_mib"], p["peak_rss_mib"])
+                w(f"**sluice-gzip6 / {peer}** (sluice's exporter at gzip level 6): {what} "
+                  f"items per CPU-second **{fmt(vipc, 2)}×**; peak RSS **{fmt(vrss, 2)}×**.")
+                w("")
         elif file_scenario:
             w("sluice: not measured in this run. The issue's target is 3× otelcol's lines "
               "per CPU-second.")

@@ -4,6 +4,7 @@
 
 pub mod exporters;
 pub mod extensions;
+pub mod kafka;
 pub mod processors;
 pub mod receivers;
 
@@ -12,12 +13,14 @@ use sluice_core::Registry;
 /// Registers every component type this crate provides.
 pub fn register_all(r: &mut Registry) {
     receivers::otlp::register(r);
+    receivers::kafka::register(r);
     processors::batch::register(r);
     processors::memory_limiter::register(r);
     exporters::otlp::register(r);
     exporters::otlphttp::register(r);
     exporters::debug::register(r);
     exporters::file::register(r);
+    exporters::kafka::register(r);
     extensions::health_check::register(r);
     extensions::file_storage::register(r);
 }

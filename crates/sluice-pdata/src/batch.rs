@@ -230,11 +230,13 @@ impl Batch {
         })
     }
 
-    /// Concatenates batches of one signal into one. When every part holds
-    /// its encoding, the result is the concatenation of the encodings (an
-    /// export request is one repeated field, so concatenated requests are
-    /// the merged request) and nothing is decoded. Parts of another signal
-    /// are returned in `Err` untouched.
+    /// Concatenates batches of one signal into one, in order. An export
+    /// request is one repeated field, so concatenated encodings are the
+    /// encoding of the merged request: when every part is decoded and some
+    /// part lacks its encoding, the payloads are appended; otherwise the
+    /// encodings are joined (parts held only decoded are encoded for it,
+    /// which costs less than decoding the others), and nothing is decoded.
+    /// Parts of another signal are returned in `Err` untouched.
     pub fn concat(signal: Signal, parts: Vec<Batch>) -> Result<Batch, Vec<Batch>> {
         if parts.iter().any(|b| b.signal != signal) {
             return Err(parts);
@@ -243,30 +245,42 @@ impl Batch {
             return Ok(parts.into_iter().next().expect("one part"));
         }
         let items = parts.iter().map(|b| b.items).sum();
-        if parts.iter().all(|b| b.shared.encoded.is_some()) {
-            let len = parts.iter().map(Batch::encoded_len).sum();
-            let mut buf = BytesMut::with_capacity(len);
-            for part in &parts {
-                buf.extend_from_slice(part.shared.encoded.as_ref().expect("checked"));
+        let all_encoded = parts.iter().all(|b| b.shared.encoded.is_some());
+        let all_decoded = parts.iter().all(Batch::is_decoded);
+        if all_decoded && !all_encoded {
+            let mut parts = parts.into_iter();
+            let mut merged = parts
+                .next()
+                .map_or_else(|| Payload::empty(signal), Batch::into_payload);
+            for part in parts {
+                // Same signal: checked above.
+                let _ = merged.append(part.into_payload());
             }
-            return Ok(Batch {
-                shared: Arc::new(Shared {
-                    encoded: Some(buf.freeze()),
-                    decoded: OnceLock::new(),
-                }),
-                signal,
-                items,
-            });
+            return Ok(Batch::new(merged));
         }
-        let mut parts = parts.into_iter();
-        let mut merged = parts
-            .next()
-            .map_or_else(|| Payload::empty(signal), Batch::into_payload);
-        for part in parts {
-            // Same signal: checked above.
-            let _ = merged.append(part.into_payload());
+        let len = parts.iter().map(Batch::encoded_len).sum();
+        let mut buf = BytesMut::with_capacity(len);
+        for part in &parts {
+            match &part.shared.encoded {
+                Some(bytes) => buf.extend_from_slice(bytes),
+                None => {
+                    use prost::Message;
+                    match part.payload() {
+                        Payload::Traces(r) => r.encode_raw(&mut buf),
+                        Payload::Metrics(r) => r.encode_raw(&mut buf),
+                        Payload::Logs(r) => r.encode_raw(&mut buf),
+                    }
+                }
+            }
         }
-        Ok(Batch::new(merged))
+        Ok(Batch {
+            shared: Arc::new(Shared {
+                encoded: Some(buf.freeze()),
+                decoded: OnceLock::new(),
+            }),
+            signal,
+            items,
+        })
     }
 
     pub fn signal(&self) -> Signal {

@@ -7,8 +7,12 @@
 //! The payload types are the `opentelemetry-proto` request messages, so a batch
 //! received over OTLP is forwarded without translation. Item counts follow the
 //! OpenTelemetry Collector: spans, metric data points, log records.
+//!
+//! [`haystack`] holds the Haystack span format and its lossless translation
+//! to and from OTLP traces, for the Haystack receivers and Kafka encodings.
 
 mod batch;
+pub mod haystack;
 mod json;
 mod split;
 mod wire;

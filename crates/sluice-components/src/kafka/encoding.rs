@@ -1,7 +1,7 @@
 //! Message encodings: how one Kafka message's value carries telemetry.
 
 use serde::Deserialize;
-use sluice_pdata::{from_json, to_json, Batch, Bytes, Payload, Signal};
+use sluice_pdata::{from_json, haystack, to_json, Batch, Bytes, Payload, Signal};
 
 /// The `encoding` of a topic's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -41,12 +41,6 @@ impl Encoding {
                 self.as_str()
             ));
         }
-        if self.is_haystack() {
-            return Err(format!(
-                "{} is not available in this build yet; use otlp_proto or otlp_json",
-                self.as_str()
-            ));
-        }
         Ok(())
     }
 }
@@ -58,8 +52,11 @@ pub enum DecodeError {
     Proto { signal: Signal, reason: String },
     #[error("not a valid OTLP/JSON {signal} export request: {reason}")]
     Json { signal: Signal, reason: String },
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("not a valid Haystack span ({encoding}): {reason}")]
+    Haystack {
+        encoding: &'static str,
+        reason: String,
+    },
 }
 
 /// Reads one message's value as a batch of `signal`.
@@ -77,9 +74,38 @@ pub fn decode(signal: Signal, encoding: Encoding, value: Bytes) -> Result<Batch,
                     reason: e.to_string(),
                 })
         }
-        Encoding::HaystackProto | Encoding::HaystackJson => Err(DecodeError::Unsupported(
-            encoding.check(signal).err().unwrap_or_default(),
-        )),
+        Encoding::HaystackProto | Encoding::HaystackJson => {
+            if signal != Signal::Traces {
+                return Err(DecodeError::Haystack {
+                    encoding: encoding.as_str(),
+                    reason: format!("Haystack carries spans, not {signal}"),
+                });
+            }
+            let span = decode_haystack(encoding, &value)?;
+            Ok(Batch::new(Payload::Traces(haystack::otlp_from_spans(
+                std::slice::from_ref(&span),
+            ))))
+        }
+    }
+}
+
+/// Reads one message's value as a Haystack span.
+pub fn decode_haystack(encoding: Encoding, value: &[u8]) -> Result<haystack::Span, DecodeError> {
+    let result = match encoding {
+        Encoding::HaystackJson => haystack::from_json(value).map_err(|e| e.to_string()),
+        _ => <haystack::Span as prost::Message>::decode(value).map_err(|e| e.to_string()),
+    };
+    result.map_err(|reason| DecodeError::Haystack {
+        encoding: encoding.as_str(),
+        reason,
+    })
+}
+
+/// The encoded value of one Haystack span.
+pub fn encode_haystack(span: &haystack::Span, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::HaystackJson => haystack::to_json(span),
+        _ => prost::Message::encode_to_vec(span),
     }
 }
 

@@ -16,7 +16,7 @@ pub(crate) mod test_support;
 pub use client::{
     AuthSettings, ClientSettings, PropertyValue, SaslMechanism, SaslSettings, TlsSettings,
 };
-pub use encoding::{decode, encode_otlp, DecodeError, Encoding};
+pub use encoding::{decode, decode_haystack, encode_haystack, encode_otlp, DecodeError, Encoding};
 
 /// Checks a Kafka topic name: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn check_topic(name: &str) -> Result<(), String> {

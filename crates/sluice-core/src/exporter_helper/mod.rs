@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
-use sluice_pdata::{Batch, Payload, Signal};
+use sluice_pdata::{Batch, Bytes, Signal};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -102,7 +102,7 @@ pub struct QueueSettings {
     /// Capacity, counted in `sizer` units (default 1000).
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
-    /// `requests` (default: batches) or `items`.
+    /// `requests` (default: batches), `items` or `bytes`.
     #[serde(default)]
     pub sizer: Sizer,
     /// When full: wait for room (true) or refuse with a retryable error
@@ -147,7 +147,7 @@ impl QueueSettings {
                 "must be at least 1",
             ));
         }
-        if self.storage.is_some() && self.sizer == Sizer::Items {
+        if self.storage.is_some() && self.sizer != Sizer::Requests {
             errors.push(FieldError::new(
                 format!("{prefix}::sizer"),
                 "a persistent queue (storage) counts requests; use sizer: requests",
@@ -404,15 +404,20 @@ pub fn build(
 
 /// On-disk form of a batch: one signal byte, then the protobuf request.
 fn encode(batch: &Batch) -> Vec<u8> {
-    let mut out = vec![batch.signal() as u8];
-    out.extend_from_slice(&batch.payload().encode_proto());
+    let bytes = batch.to_bytes();
+    let mut out = Vec::with_capacity(1 + bytes.len());
+    out.push(batch.signal() as u8);
+    out.extend_from_slice(&bytes);
     out
 }
 
 fn decode(bytes: &[u8]) -> Option<Batch> {
     let (&tag, body) = bytes.split_first()?;
     let signal = *Signal::ALL.get(tag as usize)?;
-    Payload::decode_proto(signal, body).ok().map(Batch::new)
+    // Kept encoded: a batch read back is sent without being decoded. The
+    // record's CRC already passed; validation still guards against a file
+    // written by another version.
+    Batch::from_encoded(signal, Bytes::copy_from_slice(body)).ok()
 }
 
 impl Queue {

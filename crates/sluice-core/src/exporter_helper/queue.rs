@@ -1,4 +1,4 @@
-//! The in-memory sending queue: bounded in requests or items, one consumer
+//! The in-memory sending queue: bounded in requests, items or bytes, one consumer
 //! (the dispatcher), any number of producers.
 
 use std::collections::VecDeque;
@@ -17,6 +17,9 @@ pub enum Sizer {
     Requests,
     /// Items: spans, metric points, log records.
     Items,
+    /// Bytes of the batches' protobuf encoding: bounds the memory the queue
+    /// holds whatever the batch sizes.
+    Bytes,
 }
 
 impl Sizer {
@@ -24,12 +27,14 @@ impl Sizer {
         match self {
             Sizer::Requests => 1,
             Sizer::Items => batch.items(),
+            Sizer::Bytes => batch.encoded_len(),
         }
     }
 }
 
 struct State {
-    batches: VecDeque<Batch>,
+    /// Each batch with its size, computed once at push.
+    batches: VecDeque<(Batch, usize)>,
     size: usize,
     closed: bool,
 }
@@ -70,7 +75,7 @@ impl MemoryQueue {
             return Err(batch);
         }
         st.size += size;
-        st.batches.push_back(batch);
+        st.batches.push_back((batch, size));
         drop(st);
         self.ready.notify_one();
         Ok(())
@@ -99,8 +104,8 @@ impl MemoryQueue {
             ready.as_mut().enable();
             {
                 let mut st = self.lock();
-                if let Some(b) = st.batches.pop_front() {
-                    st.size -= self.sizer.size(&b);
+                if let Some((b, size)) = st.batches.pop_front() {
+                    st.size -= size;
                     drop(st);
                     self.space.notify_waiters();
                     return Some(b);
@@ -127,6 +132,9 @@ impl MemoryQueue {
     /// Batches still queued and the items in them.
     pub(crate) fn remaining(&self) -> (usize, usize) {
         let st = self.lock();
-        (st.batches.len(), st.batches.iter().map(Batch::items).sum())
+        (
+            st.batches.len(),
+            st.batches.iter().map(|(b, _)| b.items()).sum(),
+        )
     }
 }

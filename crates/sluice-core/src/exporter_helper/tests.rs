@@ -262,6 +262,39 @@ async fn items_sizer_refuses_what_does_not_fit_and_counts_it() {
 }
 
 #[tokio::test]
+async fn bytes_sizer_bounds_the_encoded_size_held() {
+    let t = Telemetry::new(MetricsLevel::Normal);
+    let a = spans("a", 6);
+    let b = spans("b", 4);
+    let (la, lb) = (a.encoded_len(), b.encoded_len());
+    let q = QueueSettings {
+        queue_size: la + lb,
+        sizer: Sizer::Bytes,
+        ..QueueSettings::default()
+    };
+    // Not started: nothing drains the queue.
+    let exp = build(
+        &ctx(&t, Extensions::default()),
+        Script::new(vec![]),
+        &q,
+        &fast_retry(0),
+        DEFAULT_TIMEOUT,
+    )
+    .unwrap();
+    exp.consume(a).await.unwrap();
+    // Held encoded or decoded, a batch weighs its encoding.
+    let encoded = Batch::from_encoded(Signal::Traces, b.to_bytes()).unwrap();
+    exp.consume(encoded).await.unwrap();
+    let err = exp.consume(spans("c", 1)).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(
+        counter(&t, "otelcol_exporter_enqueue_failed_spans_total"),
+        1
+    );
+    assert_eq!(counter(&t, "otelcol_exporter_queue_size"), (la + lb) as u64);
+}
+
+#[tokio::test]
 async fn block_on_overflow_waits_for_room_instead_of_refusing() {
     let t = Telemetry::new(MetricsLevel::Normal);
     let script = Script::new(vec![]);

@@ -180,3 +180,76 @@ fn json_uses_hex_ids_and_round_trips() {
     assert_eq!(back, p);
     assert!(from_json(Signal::Traces, b"{\"resourceSpans\": 5}").is_err());
 }
+
+fn encoded(p: &Payload) -> Batch {
+    Batch::from_encoded(p.signal(), p.encode_proto().into()).expect("valid")
+}
+
+#[test]
+fn encoded_batch_counts_without_decoding_and_decodes_on_demand() {
+    let p = traces(&[&[2, 3], &[4]]);
+    let b = encoded(&p);
+    assert_eq!(b.items(), 9);
+    assert!(!b.is_decoded());
+    assert_eq!(b.to_bytes(), p.encode_proto());
+    assert_eq!(b.encoded_len(), p.encode_proto().len());
+    let shared = b.clone();
+    assert_eq!(b.payload(), &p);
+    // Decoded once, for every holder.
+    assert!(shared.is_decoded());
+    assert!(Batch::from_encoded(Signal::Traces, vec![0x0a, 0x05, 0x12].into()).is_err());
+}
+
+#[test]
+fn mutation_drops_the_encoding_and_leaves_other_holders_alone() {
+    let p = traces(&[&[3]]);
+    let mut b = encoded(&p);
+    let other = b.clone();
+    let head = split_off(&mut b.make_mut(), 1);
+    assert_eq!(head.item_count(), 1);
+    assert_eq!(b.items(), 2);
+    assert!(b.encoded().is_none());
+    assert_eq!(
+        Payload::decode_proto(Signal::Traces, &b.to_bytes())
+            .unwrap()
+            .item_count(),
+        2
+    );
+    assert_eq!(other.items(), 3);
+    assert_eq!(other.to_bytes(), p.encode_proto());
+}
+
+#[test]
+fn concat_joins_encodings_without_decoding_and_equals_appending() {
+    let parts = [traces(&[&[1]]), traces(&[&[2, 1]]), traces(&[&[3]])];
+    let mut want = parts[0].clone();
+    for p in &parts[1..] {
+        want.append(p.clone()).unwrap();
+    }
+    // All encoded: joined bytes, not decoded.
+    let all = Batch::concat(Signal::Traces, parts.iter().map(encoded).collect()).unwrap();
+    assert!(!all.is_decoded());
+    assert_eq!(all.items(), 7);
+    assert_eq!(all.payload(), &want);
+    // Mixed: still bytes, the decoded part encoded for it.
+    let mixed = vec![
+        encoded(&parts[0]),
+        Batch::new(parts[1].clone()),
+        encoded(&parts[2]),
+    ];
+    let mixed = Batch::concat(Signal::Traces, mixed).unwrap();
+    assert!(mixed.encoded().is_some() && !mixed.is_decoded());
+    assert_eq!(mixed.items(), 7);
+    assert_eq!(mixed.payload(), &want);
+    // All decoded: payloads appended.
+    let dec = Batch::concat(
+        Signal::Traces,
+        parts.iter().cloned().map(Batch::new).collect(),
+    )
+    .unwrap();
+    assert!(dec.encoded().is_none());
+    assert_eq!(dec.payload(), &want);
+    // Another signal is refused, untouched.
+    let wrong = vec![encoded(&parts[0]), Batch::new(Payload::empty(Signal::Logs))];
+    assert_eq!(Batch::concat(Signal::Traces, wrong).unwrap_err().len(), 2);
+}

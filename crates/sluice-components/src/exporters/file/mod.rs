@@ -207,7 +207,7 @@ fn encode(format: Format, batch: &Batch) -> Result<Vec<u8>, String> {
             Ok(out)
         }
         Format::Proto => {
-            let body = batch.payload().encode_proto();
+            let body = batch.to_bytes();
             let len = u32::try_from(body.len()).map_err(|_| {
                 format!(
                     "a batch of {} bytes does not fit the 4-byte length prefix",

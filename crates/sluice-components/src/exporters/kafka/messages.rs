@@ -8,12 +8,12 @@ use sluice_pdata::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use sluice_pdata::otlp::resource::v1::Resource;
 use sluice_pdata::otlp::trace::v1::{ResourceSpans, ScopeSpans};
 use sluice_pdata::{
-    split_off, Batch, Bytes, ExportLogsServiceRequest, ExportMetricsServiceRequest,
+    haystack, split_off, Batch, Bytes, ExportLogsServiceRequest, ExportMetricsServiceRequest,
     ExportTraceServiceRequest, Payload, Signal,
 };
 
 use super::KafkaExporterConfig;
-use crate::kafka::{check_topic, encode_otlp, Encoding};
+use crate::kafka::{check_topic, encode_haystack, encode_otlp, Encoding};
 
 /// One message to produce.
 #[derive(Debug, Clone)]
@@ -71,6 +71,10 @@ impl Plan {
         let encoding = self.encodings[signal as usize];
         let keyed = self.keyed[signal as usize];
         let mut built = Built::default();
+        if encoding.is_haystack() {
+            self.haystack(batch, encoding, &mut built);
+            return built;
+        }
         if !keyed && self.topic_from_attribute.is_none() {
             self.whole(batch, encoding, &mut built);
             return built;
@@ -106,6 +110,50 @@ impl Plan {
             self.fit(g.payload, encoding, &topic, g.key.as_deref(), &mut built);
         }
         built
+    }
+
+    /// One message per span, keyed by its trace id (as the Haystack span
+    /// spells it: 32 lowercase hex digits for spans that came from OTLP).
+    fn haystack(&self, batch: &Batch, encoding: Encoding, built: &mut Built) {
+        let default_topic = &self.topics[Signal::Traces as usize];
+        let Payload::Traces(req) = batch.clone().into_payload() else {
+            // The factory refuses Haystack encodings for other signals.
+            return;
+        };
+        let groups = match self.topic_from_attribute.as_deref() {
+            None => vec![(None, req)],
+            Some(attr) => group_resources(
+                req.resource_spans,
+                |r| r.resource.as_ref(),
+                Some(attr),
+                false,
+            )
+            .into_iter()
+            .map(|(topic, _, resource_spans)| (topic, ExportTraceServiceRequest { resource_spans }))
+            .collect(),
+        };
+        for (topic, req) in groups {
+            let topic = topic.unwrap_or_else(|| default_topic.clone());
+            for span in haystack::spans_from_otlp(&req) {
+                let value = encode_haystack(&span, encoding);
+                if value.len() > self.max_message_bytes {
+                    built.rejected += 1;
+                    tracing::warn!(
+                        topic,
+                        bytes = value.len(),
+                        max_message_bytes = self.max_message_bytes,
+                        "a span is larger than max_message_bytes; it is dropped"
+                    );
+                    continue;
+                }
+                built.messages.push(Message {
+                    topic: topic.clone(),
+                    key: Some(span.trace_id.into_bytes()),
+                    value: Bytes::from(value),
+                    items: 1,
+                });
+            }
+        }
     }
 
     /// The batch as it is, to the signal's topic without a key.

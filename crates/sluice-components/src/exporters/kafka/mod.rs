@@ -1,6 +1,7 @@
 //! The `kafka` exporter: produces every batch to Kafka topics, as OTLP
-//! protobuf or OTLP/JSON export requests (Haystack spans once available),
-//! through librdkafka (the `rdkafka` crate, statically linked).
+//! protobuf or OTLP/JSON export requests, or as Haystack spans (protobuf or
+//! JSON, one span per message), through librdkafka (the `rdkafka` crate,
+//! statically linked).
 //!
 //! # Guarantees
 //!
@@ -18,6 +19,10 @@
 //!   keying by the same id agree). `partition_{metrics,logs}_by_resource_attributes`:
 //!   one message per distinct resource, keyed by a hash of its attributes.
 //!   Unkeyed messages go to a random partition.
+//! - Haystack encodings: one message per span, keyed by its trace id as the
+//!   Haystack span spells it (32 lowercase hex digits for spans that came
+//!   from OTLP), so a trace stays on one partition whatever
+//!   `partition_traces_by_id` says. The translation is `sluice_pdata::haystack`.
 //! - `topic_from_attribute`: each resource goes to the topic named by that
 //!   resource attribute (a string); resources without it go to the signal's
 //!   topic.

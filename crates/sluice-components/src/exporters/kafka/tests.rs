@@ -567,3 +567,54 @@ async fn batches_accepted_while_the_broker_restarts_are_sent_from_the_queue() {
     );
     exporter.shutdown().await.unwrap();
 }
+
+#[test]
+fn haystack_encodings_make_one_message_per_span_keyed_by_trace_id() {
+    for encoding in [Encoding::HaystackProto, Encoding::HaystackJson] {
+        let c = config(&format!(
+            "brokers: [k:9092]\ntraces: {{encoding: {}}}",
+            encoding.as_str()
+        ));
+        let built = Plan::new(&c).build(&traces());
+        assert_eq!(built.messages.len(), 3, "{encoding:?}");
+        let mut names = Vec::new();
+        for m in &built.messages {
+            let span = crate::kafka::decode_haystack(encoding, &m.value).unwrap();
+            assert_eq!(m.key.as_deref(), Some(span.trace_id.as_bytes()));
+            assert_eq!(m.items, 1);
+            names.push((span.service_name, span.operation_name));
+        }
+        assert_eq!(
+            names,
+            vec![
+                ("frontend".to_string(), "GET /a".to_string()),
+                ("frontend".to_string(), "db query".to_string()),
+                ("backend".to_string(), "handle".to_string()),
+            ]
+        );
+        assert_eq!(
+            built.messages[0].key.as_deref(),
+            Some(&b"01010101010101010101010101010101"[..])
+        );
+    }
+}
+
+#[test]
+fn haystack_is_refused_for_metrics_and_logs_even_when_shared() {
+    use sluice_core::{BuildContext, ExporterFactory};
+    let (mut ctx, _t) = build_context("kafka");
+    ctx.signals = vec![Signal::Logs];
+    let err = KafkaExporterFactory
+        .create(
+            ctx.clone(),
+            &config("brokers: [k:9092]\nencoding: haystack_proto"),
+        )
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("encoding"), "{err}");
+    ctx.signals = vec![Signal::Traces];
+    let _: &BuildContext = &ctx;
+    assert!(KafkaExporterFactory
+        .create(ctx, &config("brokers: [k:9092]\nencoding: haystack_proto"))
+        .is_ok());
+}

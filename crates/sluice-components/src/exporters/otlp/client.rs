@@ -46,6 +46,11 @@ struct SharedRequest(Batch);
 
 impl prost::Message for SharedRequest {
     fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        if let Some(bytes) = self.0.encoded() {
+            // Received encoded and not changed since: sent as it came.
+            buf.put_slice(bytes);
+            return;
+        }
         match self.0.payload() {
             Payload::Traces(r) => r.encode_raw(buf),
             Payload::Metrics(r) => r.encode_raw(buf),
@@ -54,11 +59,7 @@ impl prost::Message for SharedRequest {
     }
 
     fn encoded_len(&self) -> usize {
-        match self.0.payload() {
-            Payload::Traces(r) => r.encoded_len(),
-            Payload::Metrics(r) => r.encoded_len(),
-            Payload::Logs(r) => r.encoded_len(),
-        }
+        self.0.encoded_len()
     }
 
     // Only ever encoded: decoding skips whatever it is given.

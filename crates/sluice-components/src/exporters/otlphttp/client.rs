@@ -13,7 +13,7 @@ use prost::Message;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use sluice_core::exporter_helper::{SendError, Sender};
-use sluice_pdata::{Batch, Signal};
+use sluice_pdata::{Batch, Bytes, Signal};
 
 use super::{check_header, Compression, Encoding, OtlpHttpExporterConfig};
 use crate::exporters::otlp::{truncate, RpcStatus};
@@ -75,14 +75,17 @@ impl HttpSender {
         })
     }
 
-    fn body(&self, batch: &Batch) -> Result<Vec<u8>, SendError> {
+    /// The request body. A batch that holds its protobuf encoding is sent
+    /// as it is (no copy without compression).
+    fn body(&self, batch: &Batch) -> Result<Bytes, SendError> {
         let raw = match self.encoding {
-            Encoding::Proto => batch.payload().encode_proto(),
-            Encoding::Json => sluice_pdata::to_json(batch.payload()),
+            Encoding::Proto => batch.to_bytes(),
+            Encoding::Json => Bytes::from(sluice_pdata::to_json(batch.payload())),
         };
         match self.compression {
             Compression::None => Ok(raw),
             Compression::Gzip => gzip(&raw)
+                .map(Bytes::from)
                 .map_err(|e| SendError::Permanent(format!("gzip compression failed: {e}"))),
         }
     }

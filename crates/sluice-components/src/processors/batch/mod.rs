@@ -44,7 +44,7 @@ use sluice_core::{
     BuildContext, BuildError, ComponentConfig, ComponentError, ConsumeError, Consumer, ConsumerRef,
     FieldError, Lifecycle, Processor, ProcessorFactory, Registry, Stability,
 };
-use sluice_pdata::{split_off, Batch, Payload, Signal};
+use sluice_pdata::{split_off, Batch, Signal};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -254,7 +254,10 @@ struct Batcher {
     send_batch_max_size: usize,
     timeout: Duration,
     metrics: Arc<Metrics>,
-    buffer: Option<Payload>,
+    /// The batches buffered, whole or (the first) partly sent, all of one
+    /// signal. They are concatenated when sent ([`Batch::concat`]): batches
+    /// that arrived encoded are joined as bytes, never decoded.
+    buffer: VecDeque<Batch>,
     buffered: usize,
     /// Callers whose items are in the buffer, in buffer order.
     waiting: VecDeque<Waiter>,
@@ -300,18 +303,15 @@ impl Batcher {
             let _ = req.ack.send(Ok(()));
             return;
         }
-        let mut payload = req.batch.into_payload();
-        if let Some(buffer) = self.buffer.as_mut() {
-            if let Err(back) = buffer.append(payload) {
-                // A batch of another signal: send what we hold, then start a
-                // new buffer with it.
-                payload = back;
-                self.flush_all(Trigger::Drain).await;
-                self.buffer = Some(payload);
-            }
-        } else {
-            self.buffer = Some(payload);
+        if self
+            .buffer
+            .front()
+            .is_some_and(|b| b.signal() != req.batch.signal())
+        {
+            // A batch of another signal: send what we hold first.
+            self.flush_all(Trigger::Drain).await;
         }
+        self.buffer.push_back(req.batch);
         self.buffered += items;
         self.waiting.push_back(Waiter {
             remaining: items,
@@ -327,6 +327,30 @@ impl Batcher {
         }
     }
 
+    /// Removes the first `n` buffered items as one batch. Whole batches are
+    /// taken as they are; only a batch that straddles the cut is decoded
+    /// and split.
+    fn take(&mut self, n: usize) -> Option<Batch> {
+        let signal = self.buffer.front()?.signal();
+        let mut parts = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = self.buffer.front_mut() else {
+                break;
+            };
+            if front.items() <= left {
+                left -= front.items();
+                parts.extend(self.buffer.pop_front());
+            } else {
+                let head = split_off(&mut front.make_mut(), left);
+                parts.push(Batch::new(head));
+                left = 0;
+            }
+        }
+        // Batches with no items are never buffered, so one part at least.
+        Batch::concat(signal, parts).ok()
+    }
+
     /// Items of the next chunk to send.
     fn chunk_len(&self) -> usize {
         if self.send_batch_max_size > 0 {
@@ -337,7 +361,7 @@ impl Batcher {
     }
 
     async fn flush_all(&mut self, trigger: Trigger) {
-        while self.buffer.is_some() {
+        while !self.buffer.is_empty() {
             let n = self.chunk_len();
             self.flush(n, trigger).await;
         }
@@ -346,22 +370,11 @@ impl Batcher {
     /// Sends the first `n` buffered items and answers the callers whose last
     /// items were among them.
     async fn flush(&mut self, n: usize, trigger: Trigger) {
-        let Some(buffer) = self.buffer.as_mut() else {
+        let Some(batch) = self.take(n) else {
             return;
         };
-        let payload = if n >= self.buffered {
-            self.buffer.take()
-        } else {
-            let head = split_off(buffer, n);
-            if buffer.item_count() == 0 {
-                self.buffer = None;
-            }
-            Some(head)
-        };
-        let Some(payload) = payload else { return };
-        let batch = Batch::new(payload);
         let sent = batch.items();
-        self.buffered = self.buffer.as_ref().map_or(0, Payload::item_count);
+        self.buffered -= sent.min(self.buffered);
 
         // Which callers does this chunk finish, and which one does it touch?
         let mut done = Vec::new();
@@ -382,7 +395,7 @@ impl Batcher {
                 touched_front = true;
             }
         }
-        if self.buffer.is_none() {
+        if self.buffer.is_empty() {
             // Nothing left buffered: nobody can still be waiting for a part.
             done.extend(self.waiting.drain(..));
             touched_front = false;
@@ -411,7 +424,7 @@ impl Batcher {
             w.answer();
         }
 
-        self.deadline = match (self.buffer.is_some(), trigger) {
+        self.deadline = match (!self.buffer.is_empty(), trigger) {
             (false, _) => None,
             // What is left after a size-triggered send starts a new batch.
             (true, Trigger::Size) => Some(Instant::now() + self.timeout),
@@ -447,7 +460,7 @@ impl BatchProcessor {
             send_batch_max_size: config.send_batch_max_size,
             timeout: config.timeout,
             metrics: metrics.clone(),
-            buffer: None,
+            buffer: VecDeque::new(),
             buffered: 0,
             waiting: VecDeque::new(),
             deadline: None,

@@ -17,11 +17,11 @@ use sluice_core::telemetry::ReceiverMetrics;
 use sluice_core::{Batch, ComponentId, ConsumeError, ConsumerRef, Signal};
 use sluice_pdata::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use sluice_pdata::otlp::resource::v1::Resource;
-use sluice_pdata::{Bytes, Payload};
+use sluice_pdata::{haystack, Bytes, Payload};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::{decode, Encoding};
+use crate::kafka::{decode, decode_haystack, DecodeError, Encoding};
 
 /// How long revoked or stopping partitions wait for their batches in the
 /// pipeline to be answered before giving them up (uncommitted).
@@ -210,34 +210,41 @@ impl PartitionTask {
         let first_offset = fetched[0].offset;
         let next = fetched.last().map_or(first_offset, |f| f.offset) + 1;
         self.counters.messages.inc_by(fetched.len() as u64);
-        let mut batches = Vec::with_capacity(fetched.len());
         let mut permits = Vec::with_capacity(fetched.len());
-        for f in fetched {
-            permits.extend(f.permit);
-            match decode(self.route.signal, self.route.encoding, f.value) {
-                Ok(batch) if batch.items() == 0 => {}
-                Ok(batch) => batches.push(with_headers(batch, &f.headers)),
-                Err(e) => {
-                    self.counters.invalid.inc();
-                    tracing::warn!(
-                        receiver = %self.receiver,
-                        topic = %self.topic,
-                        partition = self.partition,
-                        offset = f.offset,
-                        encoding = self.route.encoding.as_str(),
-                        error = %e,
-                        "skipping a message that is not valid for its topic's encoding"
-                    );
+        let batch =
+            if self.route.encoding.is_haystack() && fetched.iter().all(|f| f.headers.is_empty()) {
+                // One span per message: translate the run of spans at once, so
+                // that spans of one service share one resource.
+                let mut spans = Vec::with_capacity(fetched.len());
+                for f in fetched {
+                    permits.extend(f.permit);
+                    match decode_haystack(self.route.encoding, &f.value) {
+                        Ok(span) => spans.push(span),
+                        Err(e) => self.invalid(f.offset, &e),
+                    }
                 }
-            }
-        }
-        if batches.is_empty() {
-            return (None, next);
-        }
-        // Every part was decoded for this route's signal, so concat cannot
-        // find a part of another signal.
-        let batch = Batch::concat(self.route.signal, batches)
-            .unwrap_or_else(|_| Batch::new(Payload::empty(self.route.signal)));
+                if spans.is_empty() {
+                    return (None, next);
+                }
+                Batch::new(Payload::Traces(haystack::otlp_from_spans(&spans)))
+            } else {
+                let mut batches = Vec::with_capacity(fetched.len());
+                for f in fetched {
+                    permits.extend(f.permit);
+                    match decode(self.route.signal, self.route.encoding, f.value) {
+                        Ok(batch) if batch.items() == 0 => {}
+                        Ok(batch) => batches.push(with_headers(batch, &f.headers)),
+                        Err(e) => self.invalid(f.offset, &e),
+                    }
+                }
+                if batches.is_empty() {
+                    return (None, next);
+                }
+                // Every part was decoded for this route's signal, so concat
+                // cannot find a part of another signal.
+                Batch::concat(self.route.signal, batches)
+                    .unwrap_or_else(|_| Batch::new(Payload::empty(self.route.signal)))
+            };
         (
             Some(Unit {
                 first: first_offset,
@@ -247,6 +254,19 @@ impl PartitionTask {
             }),
             next,
         )
+    }
+
+    fn invalid(&self, offset: i64, e: &DecodeError) {
+        self.counters.invalid.inc();
+        tracing::warn!(
+            receiver = %self.receiver,
+            topic = %self.topic,
+            partition = self.partition,
+            offset,
+            encoding = self.route.encoding.as_str(),
+            error = %e,
+            "skipping a message that is not valid for its topic's encoding"
+        );
     }
 
     fn send(&self, unit: Unit) -> Flight {

@@ -363,6 +363,80 @@ async fn every_signal_and_encoding_round_trips_through_the_broker() {
     }
 }
 
+/// (service, trace id, span id, name, start, end) of one span.
+type SpanFacts = (String, Vec<u8>, Vec<u8>, String, u64, u64);
+
+/// The [`SpanFacts`] of every span, sorted.
+fn span_facts(batches: &[Batch]) -> Vec<SpanFacts> {
+    let mut out = Vec::new();
+    for b in batches {
+        let Payload::Traces(r) = b.payload() else {
+            continue;
+        };
+        for rs in &r.resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|res| res.attributes.iter().find(|kv| kv.key == "service.name"))
+                .map(|kv| format!("{:?}", kv.value))
+                .unwrap_or_default();
+            for ss in &rs.scope_spans {
+                for sp in &ss.spans {
+                    out.push((
+                        service.clone(),
+                        sp.trace_id.clone(),
+                        sp.span_id.clone(),
+                        sp.name.clone(),
+                        sp.start_time_unix_nano,
+                        sp.end_time_unix_nano,
+                    ));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haystack_spans_round_trip_through_the_broker() {
+    let broker = Broker::start();
+    for encoding in [Encoding::HaystackProto, Encoding::HaystackJson] {
+        let e = encoding.as_str();
+        broker.create_topic(&format!("h-{e}"), 3).await;
+        let s = sender(&broker, &format!("traces: {{topic: h-{e}, encoding: {e}}}")).await;
+        let original = traces();
+        s.send(&original).await.unwrap();
+        let pipeline = Recorder::new();
+        let r = Running::start(
+            "kafka",
+            &format!(
+                "brokers: [{}]\ngroup_id: g-{e}\ninitial_offset: earliest\ntraces: {{topics: [h-{e}], encoding: {e}}}\n{FAST_GROUP}",
+                broker.address()
+            ),
+            &pipeline,
+            &[Signal::Traces],
+        )
+        .await;
+        wait_until("three spans", Duration::from_secs(30), || {
+            pipeline.items() >= 3
+        })
+        .await;
+        assert_eq!(
+            span_facts(&pipeline.batches()),
+            span_facts(std::slice::from_ref(&original)),
+            "{e}"
+        );
+        assert_eq!(
+            r.counter("sluice_kafka_receiver_messages_total"),
+            3.0,
+            "{e}: one message per span"
+        );
+        r.stop().await;
+        s.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_batches_are_retried_and_offsets_wait_for_acceptance() {
     let broker = Broker::start();

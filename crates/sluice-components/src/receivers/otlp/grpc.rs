@@ -7,86 +7,94 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use sluice_core::{ComponentId, Payload};
+use prometheus_client::metrics::counter::Counter;
+use sluice_core::{Batch, ComponentId, Signal, Telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http;
 use tonic::codegen::Service;
+use tonic::server::{Grpc, UnaryService};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use super::handler::SignalHandler;
 use super::status::grpc_status_for;
 
-/// Shared by the three service implementations.
+/// The gRPC codec of the three export methods. Requests are not decoded:
+/// the message bytes are validated against the OTLP schema and counted
+/// ([`Batch::from_encoded`]) and travel on as they are, so a request that
+/// only passes through is never decoded nor re-encoded. A malformed message
+/// is answered `INVALID_ARGUMENT` and counted. Every export response is an
+/// empty message (no `partial_success`), whose encoding is zero bytes.
+#[derive(Clone)]
+struct ExportCodec {
+    signal: Signal,
+    malformed: Counter,
+}
+
+impl Codec for ExportCodec {
+    type Encode = ();
+    type Decode = Batch;
+    type Encoder = EmptyResponse;
+    type Decoder = ExportCodec;
+
+    fn encoder(&mut self) -> EmptyResponse {
+        EmptyResponse
+    }
+
+    fn decoder(&mut self) -> ExportCodec {
+        self.clone()
+    }
+}
+
+impl Decoder for ExportCodec {
+    type Item = Batch;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Batch>, Status> {
+        use prost::bytes::Buf;
+        let bytes = src.copy_to_bytes(src.remaining());
+        match Batch::from_encoded(self.signal, bytes) {
+            Ok(batch) => Ok(Some(batch)),
+            Err(e) => {
+                self.malformed.inc();
+                Err(Status::invalid_argument(e.to_string()))
+            }
+        }
+    }
+}
+
+struct EmptyResponse;
+
+impl Encoder for EmptyResponse {
+    type Item = ();
+    type Error = Status;
+
+    fn encode(&mut self, _item: (), _dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
+/// One export method: hands the batch to its signal's pipeline.
 struct Export(Arc<SignalHandler>);
 
-impl Export {
-    async fn run(&self, payload: Payload) -> Result<(), Status> {
-        if !self.0.is_served() {
-            return Err(Status::unimplemented(format!(
-                "this receiver takes no {}: no {} pipeline lists it",
-                self.0.signal(),
-                self.0.signal()
-            )));
-        }
-        self.0
-            .deliver(payload)
-            .await
-            .map_err(|e| grpc_status_for(&e))
-    }
-}
+type ExportFuture = Pin<Box<dyn Future<Output = Result<Response<()>, Status>> + Send + 'static>>;
 
-#[tonic::async_trait]
-impl TraceService for Export {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.run(Payload::Traces(request.into_inner())).await?;
-        Ok(Response::new(ExportTraceServiceResponse::default()))
-    }
-}
+impl UnaryService<Batch> for Export {
+    type Response = ();
+    type Future = ExportFuture;
 
-#[tonic::async_trait]
-impl MetricsService for Export {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.run(Payload::Metrics(request.into_inner())).await?;
-        Ok(Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for Export {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.run(Payload::Logs(request.into_inner())).await?;
-        Ok(Response::new(ExportLogsServiceResponse::default()))
+    fn call(&mut self, request: Request<Batch>) -> ExportFuture {
+        let handler = self.0.clone();
+        Box::pin(async move {
+            handler
+                .deliver(request.into_inner())
+                .await
+                .map_err(|e| grpc_status_for(&e))?;
+            Ok(Response::new(()))
+        })
     }
 }
 
@@ -94,13 +102,20 @@ const TRACE_PREFIX: &str = "/opentelemetry.proto.collector.trace.v1.TraceService
 const METRICS_PREFIX: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/";
 const LOGS_PREFIX: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/";
 
+/// One signal's service: its handler and codec.
+#[derive(Clone)]
+struct Method {
+    handler: Arc<SignalHandler>,
+    codec: ExportCodec,
+    max_recv_msg_size: usize,
+}
+
 /// Routes a request to the service its path names. Every service is always
 /// mounted; one whose signal has no pipeline answers `UNIMPLEMENTED` itself.
 #[derive(Clone)]
 struct Routes {
-    traces: TraceServiceServer<Export>,
-    metrics: MetricsServiceServer<Export>,
-    logs: LogsServiceServer<Export>,
+    /// Traces, metrics and logs, in that order.
+    methods: Arc<[Method; 3]>,
 }
 
 type RouteFuture =
@@ -117,18 +132,33 @@ impl Service<http::Request<Body>> for Routes {
 
     fn call(&mut self, req: http::Request<Body>) -> RouteFuture {
         let path = req.uri().path();
-        let inner = if path.starts_with(TRACE_PREFIX) {
-            self.traces.call(req)
+        let (prefix, index) = if path.starts_with(TRACE_PREFIX) {
+            (TRACE_PREFIX, 0)
         } else if path.starts_with(METRICS_PREFIX) {
-            self.metrics.call(req)
+            (METRICS_PREFIX, 1)
         } else if path.starts_with(LOGS_PREFIX) {
-            self.logs.call(req)
+            (LOGS_PREFIX, 2)
         } else {
             let status = Status::unimplemented(format!("unknown gRPC method {path}"));
             return Box::pin(async move { Ok(status.into_http()) });
         };
+        if &path[prefix.len()..] != "Export" {
+            let status = Status::unimplemented(format!("unknown gRPC method {path}"));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let method = self.methods[index].clone();
+        if !method.handler.is_served() {
+            let signal = method.handler.signal();
+            let status = Status::unimplemented(format!(
+                "this receiver takes no {signal}: no {signal} pipeline lists it"
+            ));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
         Box::pin(async move {
-            let mut response = inner.await?;
+            let mut grpc = Grpc::new(method.codec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(method.max_recv_msg_size);
+            let mut response = grpc.unary(Export(method.handler), req).await;
             too_large_is_resource_exhausted(&mut response);
             Ok(response)
         })
@@ -163,20 +193,35 @@ pub(crate) struct GrpcServer {
 
 impl GrpcServer {
     /// `handlers` are the traces, metrics and logs handlers, in that order.
-    pub(crate) fn new(handlers: [Arc<SignalHandler>; 3], max_recv_msg_size: usize) -> GrpcServer {
-        let [traces, metrics, logs] = handlers;
-        let routes = Routes {
-            traces: TraceServiceServer::new(Export(traces))
-                .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_recv_msg_size),
-            metrics: MetricsServiceServer::new(Export(metrics))
-                .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_recv_msg_size),
-            logs: LogsServiceServer::new(Export(logs))
-                .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_recv_msg_size),
-        };
-        GrpcServer { routes }
+    pub(crate) fn new(
+        id: &ComponentId,
+        telemetry: &Telemetry,
+        handlers: [Arc<SignalHandler>; 3],
+        max_recv_msg_size: usize,
+    ) -> GrpcServer {
+        let receiver = id.to_string();
+        let malformed = telemetry.counter(
+            "sluice_receiver_rejected_requests",
+            "Requests answered with an error before their items reached the pipeline",
+            &[
+                ("receiver", &receiver),
+                ("transport", "grpc"),
+                ("reason", "decode"),
+            ],
+        );
+        let methods = handlers.map(|handler| Method {
+            codec: ExportCodec {
+                signal: handler.signal(),
+                malformed: malformed.clone(),
+            },
+            handler,
+            max_recv_msg_size,
+        });
+        GrpcServer {
+            routes: Routes {
+                methods: Arc::new(methods),
+            },
+        }
     }
 
     /// Serves on `listener` until `stop` fires, then stops accepting and

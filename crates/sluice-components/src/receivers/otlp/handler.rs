@@ -2,7 +2,7 @@
 //! its signal and count the outcome.
 
 use sluice_core::telemetry::ReceiverMetrics;
-use sluice_core::{Batch, ComponentId, ConsumeError, ConsumerRef, Payload, Signal, Telemetry};
+use sluice_core::{Batch, ComponentId, ConsumeError, ConsumerRef, Signal, Telemetry};
 
 /// One signal on one transport.
 pub(crate) struct SignalHandler {
@@ -41,10 +41,10 @@ impl SignalHandler {
         self.route.is_some()
     }
 
-    /// Hands `payload` downstream and waits until the pipeline accepted or
+    /// Hands `batch` downstream and waits until the pipeline accepted or
     /// refused it. A request without items is accepted without bothering the
     /// pipeline. Must only be called when [`Self::is_served`].
-    pub(crate) async fn deliver(&self, payload: Payload) -> Result<(), ConsumeError> {
+    pub(crate) async fn deliver(&self, batch: Batch) -> Result<(), ConsumeError> {
         let Some((consumer, counters)) = &self.route else {
             // Callers check `is_served` first; answer as the pipeline would
             // for data it can never take rather than panicking.
@@ -53,7 +53,6 @@ impl SignalHandler {
                 self.id, self.signal
             )));
         };
-        let batch = Batch::new(payload);
         let items = batch.items();
         if items == 0 {
             return Ok(());

@@ -14,7 +14,7 @@ use axum::serve::ListenerExt;
 use flate2::read::{MultiGzDecoder, ZlibDecoder};
 use futures::StreamExt;
 use prost::Message;
-use sluice_core::{BuildContext, ComponentId, ConsumeError, Payload, Signal, Telemetry};
+use sluice_core::{Batch, BuildContext, Bytes, ComponentId, ConsumeError, Signal, Telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -314,15 +314,18 @@ fn decompress(raw: Vec<u8>, encoding: Encoding, limit: usize) -> Result<Vec<u8>,
     }
 }
 
-fn decode(signal: Signal, format: Format, bytes: &[u8]) -> Result<Payload, RequestError> {
+/// Protobuf is validated and kept encoded (see `Batch::from_encoded`); JSON
+/// is decoded.
+fn decode(signal: Signal, format: Format, bytes: Vec<u8>) -> Result<Batch, RequestError> {
     match format {
         Format::Protobuf => {
-            Payload::decode_proto(signal, bytes).map_err(|e| RequestError::DecodeProto {
+            Batch::from_encoded(signal, Bytes::from(bytes)).map_err(|e| RequestError::DecodeProto {
                 signal,
-                reason: e.to_string(),
+                reason: e.reason,
             })
         }
-        Format::Json => sluice_pdata::from_json(signal, bytes)
+        Format::Json => sluice_pdata::from_json(signal, &bytes)
+            .map(Batch::new)
             .map_err(|e| RequestError::DecodeJson(e.to_string())),
     }
 }
@@ -396,9 +399,8 @@ async fn export(
     let hint = announced.and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
     let raw = read_body(req.into_body(), limit, hint).await?;
     let bytes = decompress(raw, encoding, limit)?;
-    let payload = decode(handler.signal(), format, &bytes)?;
-    drop(bytes);
-    handler.deliver(payload).await.map_err(Answer::Refused)
+    let batch = decode(handler.signal(), format, bytes)?;
+    handler.deliver(batch).await.map_err(Answer::Refused)
 }
 
 /// What the HTTP server needs, fixed at build time.

@@ -53,6 +53,8 @@ impl OtlpReceiver {
     pub fn new(ctx: &BuildContext, config: &Config, consumers: &SignalConsumers) -> OtlpReceiver {
         let grpc = config.protocols.grpc.as_ref().map(|g| {
             let server = GrpcServer::new(
+                &ctx.id,
+                &ctx.telemetry,
                 handlers(ctx, "grpc", consumers),
                 g.max_recv_msg_size_bytes(),
             );

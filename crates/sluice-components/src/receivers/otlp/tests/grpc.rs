@@ -24,7 +24,12 @@ async fn grpc_gzip_exports_of_every_signal_reach_the_pipeline() {
     mc.export(metrics(4)).await.expect("metrics accepted");
     lc.export(logs(5)).await.expect("logs accepted");
 
-    let got: Vec<Payload> = rec.batches().into_iter().map(Batch::into_payload).collect();
+    let batches = rec.batches();
+    // Passed on as received: encoded, never decoded by the receiver.
+    assert!(batches
+        .iter()
+        .all(|b| b.encoded().is_some() && !b.is_decoded()));
+    let got: Vec<Payload> = batches.into_iter().map(Batch::into_payload).collect();
     assert_eq!(
         got,
         vec![
@@ -163,5 +168,90 @@ async fn grpc_empty_request_succeeds_without_the_pipeline() {
         .expect("empty request accepted");
     tc.export(traces(0)).await.expect("resource without spans");
     assert_eq!(rec.calls(), 0);
+    rx.stop().await;
+}
+
+/// A request message that is encoded as the given bytes, whatever they are.
+#[derive(Clone, PartialEq, Default)]
+struct RawMessage(Vec<u8>);
+
+impl std::fmt::Debug for RawMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawMessage({} bytes)", self.0.len())
+    }
+}
+
+impl prost::Message for RawMessage {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[tokio::test]
+async fn grpc_malformed_message_is_invalid_argument_and_counted() {
+    let rec = Recorder::new();
+    let rx = Running::start(grpc_only(), all_signals(&rec)).await;
+    let channel = tonic::transport::Endpoint::from_shared(rx.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    // A span whose name (field 5) is not UTF-8, inside resource and scope.
+    let span = [0x2a, 0x02, 0xff, 0xfe];
+    let scope = [&[0x12, span.len() as u8][..], &span].concat();
+    let resource = [&[0x12, scope.len() as u8][..], &scope].concat();
+    let bad = [&[0x0a, resource.len() as u8][..], &resource].concat();
+    for _ in 0..2 {
+        grpc.ready().await.unwrap();
+        let err = grpc
+            .unary::<_, ExportTraceServiceResponse, _>(
+                tonic::Request::new(RawMessage(bad.clone())),
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+                    .parse()
+                    .unwrap(),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("malformed");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("UTF-8"), "{}", err.message());
+    }
+    assert_eq!(rec.calls(), 0);
+    let text = rx.telemetry.encode();
+    assert!(
+        text.contains(
+            "sluice_receiver_rejected_requests_total{receiver=\"otlp\",transport=\"grpc\",reason=\"decode\"} 2"
+        ),
+        "{text}"
+    );
+    // The same bytes with a valid name pass.
+    let good = [0x0a, 0x08, 0x12, 0x06, 0x12, 0x04, 0x2a, 0x02, b'o', b'k'];
+    grpc.ready().await.unwrap();
+    grpc.unary::<_, ExportTraceServiceResponse, _>(
+        tonic::Request::new(RawMessage(good.to_vec())),
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            .parse()
+            .unwrap(),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .expect("valid");
+    assert_eq!(rec.calls(), 1);
     rx.stop().await;
 }

@@ -84,7 +84,11 @@ async fn http_gzip_and_deflate_bodies_are_decompressed() {
     .await;
     assert_eq!(resp.status(), 200);
 
-    let got: Vec<Payload> = rec.batches().into_iter().map(Batch::into_payload).collect();
+    let batches = rec.batches();
+    // Protobuf is passed on encoded (never decoded here); JSON is decoded.
+    assert!(batches[0].encoded().is_some() && !batches[0].is_decoded());
+    assert!(batches[1].encoded().is_none());
+    let got: Vec<Payload> = batches.into_iter().map(Batch::into_payload).collect();
     assert_eq!(
         got,
         vec![Payload::Metrics(metrics(6)), Payload::Logs(logs(2))]

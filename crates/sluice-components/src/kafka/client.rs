@@ -148,9 +148,11 @@ impl ClientSettings {
                 "required: at least one broker as `host:port`, e.g. [kafka-1:9092]",
             ));
         }
-        for (i, b) in self.brokers.iter().enumerate() {
-            if let Err(m) = check_broker(b) {
-                errors.push(FieldError::new(format!("brokers::{i}"), m));
+        for (i, entry) in self.brokers.iter().enumerate() {
+            for b in entry.split(',') {
+                if let Err(m) = check_broker(b.trim()) {
+                    errors.push(FieldError::new(format!("brokers::{i}"), m));
+                }
             }
         }
         if self.client_id.trim().is_empty() {
@@ -218,7 +220,13 @@ impl ClientSettings {
         fixed: &[(&str, String)],
     ) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", self.brokers.join(","));
+        let brokers: Vec<&str> = self
+            .brokers
+            .iter()
+            .flat_map(|e| e.split(','))
+            .map(str::trim)
+            .collect();
+        c.set("bootstrap.servers", brokers.join(","));
         c.set("client.id", &self.client_id);
         let protocol = match (&self.auth.sasl, &self.auth.tls) {
             (None, None) => "plaintext",

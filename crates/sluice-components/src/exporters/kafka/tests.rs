@@ -43,7 +43,11 @@ fn error_paths(body: &str) -> Vec<String> {
 
 #[test]
 fn defaults_are_documented_ones() {
-    let c = config("brokers: [127.0.0.1:9092]");
+    let c = config("brokers: ['k1:9092, k2:9092', k3:9093]");
+    assert_eq!(
+        c.client().client_config(&[], &[]).get("bootstrap.servers"),
+        Some("k1:9092,k2:9092,k3:9093")
+    );
     assert_eq!(c.topic(Signal::Traces), "otlp_spans");
     assert_eq!(c.topic(Signal::Metrics), "otlp_metrics");
     assert_eq!(c.topic(Signal::Logs), "otlp_logs");

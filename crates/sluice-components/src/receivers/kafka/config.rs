@@ -88,7 +88,8 @@ pub struct HeaderExtraction {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaReceiverConfig {
-    /// `host:port` of one or more brokers to bootstrap from (required).
+    /// `host:port` of one or more brokers to bootstrap from (required). An
+    /// entry may hold several, comma-separated (handy with `${env:...}`).
     #[serde(default)]
     pub brokers: Vec<String>,
     /// The client id brokers see (default `sluice`).

@@ -526,6 +526,21 @@ impl KafkaReceiver {
     }
 }
 
+impl Drop for KafkaReceiver {
+    /// A receiver dropped without `shutdown` (another component failed to
+    /// start) still stops its thread, which leaves the group.
+    fn drop(&mut self) {
+        if let Some(r) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            r.stop.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// The consumer thread's loop.
 fn poll_loop(
     consumer: BaseConsumer<Ctx>,

@@ -1,5 +1,6 @@
-//! The configs shown in README.md and docs/getting-started.md are valid:
-//! every ```yaml block with a `service:` section passes `sluice validate`.
+//! The configs shown in README.md, docs/getting-started.md and some
+//! component docs are valid: every ```yaml block with a `service:` section
+//! passes `sluice validate`.
 
 mod support;
 
@@ -57,6 +58,11 @@ fn readme_config_validates() {
 #[test]
 fn getting_started_configs_validate() {
     check_doc("docs/getting-started.md", 2);
+}
+
+#[test]
+fn attributes_processor_doc_config_validates() {
+    check_doc("docs/components/processor-attributes.md", 1);
 }
 
 #[test]

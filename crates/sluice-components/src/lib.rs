@@ -14,6 +14,8 @@ use sluice_core::Registry;
 pub fn register_all(r: &mut Registry) {
     receivers::otlp::register(r);
     receivers::kafka::register(r);
+    receivers::filelog::register(r);
+    processors::attributes::register(r);
     processors::batch::register(r);
     processors::memory_limiter::register(r);
     exporters::otlp::register(r);

@@ -190,6 +190,26 @@ pub trait Storage: Send + Sync {
         ),
         ComponentError,
     >;
+
+    /// Opens (creating if needed) the key-value store named `name`, owned by
+    /// one component. Storage that keeps only queues refuses.
+    fn open_store(&self, name: &str) -> Result<Arc<dyn KeyValueStore>, ComponentError> {
+        Err(ComponentError::new(format!(
+            "this storage extension keeps no key-value state (asked for {name:?})"
+        )))
+    }
+}
+
+/// Small named values one component keeps across restarts (a receiver's
+/// read offsets, say), as opposed to a queue of records.
+pub trait KeyValueStore: Send + Sync {
+    /// The value of `key`, or `None` if it was never set (or was deleted).
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ComponentError>;
+    /// Replaces the value of `key` atomically: after a crash either the old
+    /// or the new value is found, never a mix of both.
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), ComponentError>;
+    /// Removes `key`; removing a missing key is not an error.
+    fn delete(&self, key: &str) -> Result<(), ComponentError>;
 }
 
 /// The extensions built so far, by id, for components that use them.

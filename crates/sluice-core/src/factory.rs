@@ -59,6 +59,12 @@ pub trait ComponentConfig: DeserializeOwned + Send + Sync + 'static {
     fn extension_refs(&self) -> Vec<ExtensionRef> {
         Vec::new()
     }
+    /// Problems that exist only in a pipeline of `signal` (a setting that has
+    /// no meaning for that signal). The validator reports them for each
+    /// signal whose pipelines list the component; paths as in `validate`.
+    fn validate_for_signal(&self, _signal: Signal) -> Vec<FieldError> {
+        Vec::new()
+    }
 }
 
 /// A reference from a component's config to an extension.
@@ -138,6 +144,8 @@ pub struct ParsedConfig {
     value: Box<dyn Any + Send + Sync>,
     pub listen: Vec<Listen>,
     pub extension_refs: Vec<ExtensionRef>,
+    /// [`ComponentConfig::validate_for_signal`] for every signal.
+    pub signal_errors: BTreeMap<Signal, Vec<FieldError>>,
 }
 
 impl ParsedConfig {
@@ -169,8 +177,14 @@ pub fn parse_config<C: ComponentConfig>(raw: &Value) -> Result<ParsedConfig, Vec
     if !errors.is_empty() {
         return Err(errors);
     }
+    let signal_errors = Signal::ALL
+        .into_iter()
+        .map(|s| (s, cfg.validate_for_signal(s)))
+        .filter(|(_, e)| !e.is_empty())
+        .collect();
     Ok(ParsedConfig {
         listen: cfg.listen_addresses(),
+        signal_errors,
         extension_refs: cfg.extension_refs(),
         value: Box::new(cfg),
     })

@@ -17,8 +17,9 @@ pub mod telemetry;
 pub(crate) mod testkit;
 
 pub use component::{
-    BuildContext, ComponentError, ComponentId, Exporter, Extension, Extensions, Health, Kind,
-    Lifecycle, Processor, Receiver, ServiceState, SignalConsumers, Stability, Storage,
+    BuildContext, ComponentError, ComponentId, Exporter, Extension, Extensions, Health,
+    KeyValueStore, Kind, Lifecycle, Processor, Receiver, ServiceState, SignalConsumers, Stability,
+    Storage,
 };
 pub use consumer::{ConsumeError, Consumer, ConsumerRef, FanOut};
 pub use factory::{

@@ -1,2 +1,3 @@
+pub mod attributes;
 pub mod batch;
 pub mod memory_limiter;

@@ -340,6 +340,8 @@ pub fn validate(root: &Value, registry: &Registry) -> Result<ValidConfig, Config
     let mut pipelines = Vec::new();
     let mut extensions = Vec::new();
     let mut used: BTreeSet<(Kind, ComponentId)> = BTreeSet::new();
+    // (component, signal) pairs whose signal-specific errors were reported.
+    let mut signal_checked: BTreeSet<(Kind, ComponentId, Signal)> = BTreeSet::new();
     if let Some(service) = &service {
         extensions = id_list(&service.extensions, "service::extensions", &mut errors);
         for id in &extensions {
@@ -418,6 +420,19 @@ pub fn validate(root: &Value, registry: &Registry) -> Result<ValidConfig, Config
                                     ),
                                 ));
                                 continue;
+                            }
+                            if let Some(c) = components.get(&(kind, cid.clone())) {
+                                let cpath = join(kind.section(), &cid.to_string());
+                                if let Some(errs) = c.config.signal_errors.get(&id.signal) {
+                                    if signal_checked.insert((kind, cid.clone(), id.signal)) {
+                                        errors.extend(errs.iter().map(|fe| {
+                                            ConfigError::new(
+                                                join(&cpath, &fe.path),
+                                                format!("{} (listed in {path})", fe.message),
+                                            )
+                                        }));
+                                    }
+                                }
                             }
                             if let Some(entry) = registry.get(kind, cid.type_name()) {
                                 if !entry.info.signals.contains(&id.signal) {

@@ -737,3 +737,29 @@ fn batch_helpers_count_items() {
     assert_eq!(test_support::logs().items(), 2);
     let _: Batch = test_support::traces();
 }
+
+#[test]
+fn gzip_level_is_checked_and_defaults_to_the_fastest() {
+    for bad in ["0", "10", "-1"] {
+        let e = errors(&format!(
+            "endpoint: http://c:4317\ncompression_params:\n  level: {bad}"
+        ));
+        assert!(
+            has_error(&e, "compression_params::level", "not a gzip level"),
+            "{bad}: {e:?}"
+        );
+    }
+    assert!(errors("endpoint: http://c:4317\ncompression_params:\n  level: 9").is_empty());
+    assert_eq!(
+        config("endpoint: http://c:4317\n")
+            .compression_params
+            .gzip_level(),
+        1
+    );
+    assert_eq!(
+        config("endpoint: http://c:4317\ncompression_params:\n  level: 6\n")
+            .compression_params
+            .gzip_level(),
+        6
+    );
+}

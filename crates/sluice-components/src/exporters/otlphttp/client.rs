@@ -43,6 +43,8 @@ pub(crate) struct HttpSender {
     /// Indexed by `Signal as usize`.
     urls: [Option<Url>; 3],
     compression: Compression,
+    /// gzip level (1-9).
+    level: u32,
     encoding: Encoding,
 }
 
@@ -71,6 +73,7 @@ impl HttpSender {
             client,
             urls,
             compression: config.compression,
+            level: config.compression_params.gzip_level(),
             encoding: config.encoding,
         })
     }
@@ -84,7 +87,7 @@ impl HttpSender {
         };
         match self.compression {
             Compression::None => Ok(raw),
-            Compression::Gzip => gzip(&raw)
+            Compression::Gzip => gzip(&raw, self.level)
                 .map(Bytes::from)
                 .map_err(|e| SendError::Permanent(format!("gzip compression failed: {e}"))),
         }
@@ -175,10 +178,10 @@ pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+fn gzip(data: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 4 + 64),
-        flate2::Compression::default(),
+        flate2::Compression::new(level),
     );
     enc.write_all(data)?;
     enc.finish()

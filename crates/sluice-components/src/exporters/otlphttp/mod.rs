@@ -45,7 +45,7 @@ use sluice_core::{
     Signal, Stability,
 };
 
-pub use super::otlp::{Compression, TlsSettings};
+pub use super::otlp::{Compression, CompressionParams, TlsSettings};
 pub(crate) use client::HttpSender;
 
 /// The component type name in configuration.
@@ -108,6 +108,9 @@ pub struct OtlpHttpExporterConfig {
     /// `gzip` (default), `none` or `""`.
     #[serde(default)]
     pub compression: Compression,
+    /// `level`: gzip level 1-9 (default 1, the fastest).
+    #[serde(default)]
+    pub compression_params: CompressionParams,
     /// `proto` (default) or `json`.
     #[serde(default)]
     pub encoding: Encoding,
@@ -231,6 +234,7 @@ pub(crate) fn check_header(name: &str, value: &str) -> Result<(HeaderName, Heade
 impl ComponentConfig for OtlpHttpExporterConfig {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
+        self.compression_params.validate(&mut errors);
         let any_url = !self.endpoint.is_empty()
             || Signal::ALL
                 .iter()

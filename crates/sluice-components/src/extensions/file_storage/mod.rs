@@ -1,10 +1,15 @@
 //! The `file_storage` extension: a directory where exporters keep their
-//! persistent sending queues (`sending_queue.storage: file_storage`).
+//! persistent sending queues (`sending_queue.storage: file_storage`) and
+//! receivers keep small state such as read offsets (`filelog`'s `storage`).
 //!
 //! Each exporter's queue lives in its own subdirectory, named after the
 //! exporter id, as a segment log (`sluice_core::persistent_queue`): records
 //! are written before the pipeline is answered, replayed on start, and
 //! removed once the backend acknowledged them.
+//!
+//! Key-value state (`Storage::open_store`) lives in a subdirectory named
+//! after its owner (`receiver_filelog`, ...), one file per key, replaced
+//! atomically by writing a temporary file and renaming it over the old one.
 //!
 //! **Guarantees.** With `fsync: false` (default) a record is in the
 //! operating system's hands when the pipeline is answered: it survives the
@@ -25,9 +30,10 @@ use sluice_core::persistent_queue::{
 };
 use sluice_core::{
     BuildContext, BuildError, ComponentConfig, ComponentError, Extension, ExtensionFactory,
-    FieldError, Lifecycle, Registry, Stability, Storage,
+    FieldError, KeyValueStore, Lifecycle, Registry, Stability, Storage,
 };
 
+mod kv;
 #[cfg(test)]
 mod tests;
 
@@ -128,6 +134,13 @@ impl Storage for FileStorage {
                 dir.display()
             ))
         })
+    }
+
+    fn open_store(&self, name: &str) -> Result<Arc<dyn KeyValueStore>, ComponentError> {
+        self.prepare_directory()?;
+        let store = kv::FileKv::open(self.config.directory.join(name), self.config.fsync)
+            .map_err(|e| ComponentError::new(format!("extension {}: {e}", self.id)))?;
+        Ok(Arc::new(store))
     }
 }
 

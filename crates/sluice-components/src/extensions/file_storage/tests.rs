@@ -89,3 +89,39 @@ fn config_validation() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn key_value_stores_survive_reopening_and_are_exclusive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FileStorage::new("file_storage", &config(&tmp.path().join("s"), true));
+    {
+        let kv = storage.open_store("receiver_filelog").unwrap();
+        assert_eq!(kv.get("offsets").unwrap(), None);
+        kv.set("offsets", b"one").unwrap();
+        kv.set("offsets", b"two").unwrap();
+        kv.set("other", b"x").unwrap();
+        kv.delete("other").unwrap();
+        kv.delete("never-set").unwrap();
+        let second = storage.open_store("receiver_filelog");
+        assert!(
+            second.err().expect("locked").to_string().contains("in use"),
+            "a second open of the same store must fail while the first lives"
+        );
+        assert!(
+            kv.set("../escape", b"x").is_err(),
+            "keys cannot leave the store"
+        );
+        assert!(kv.set("LOCK", b"x").is_err());
+    }
+    let kv = storage.open_store("receiver_filelog").unwrap();
+    assert_eq!(kv.get("offsets").unwrap(), Some(b"two".to_vec()));
+    assert_eq!(kv.get("other").unwrap(), None);
+    let names: Vec<String> = std::fs::read_dir(tmp.path().join("s/receiver_filelog"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".tmp")),
+        "no temporary file is left behind: {names:?}"
+    );
+}

@@ -142,6 +142,7 @@ fn components_lists_every_registered_type() {
     assert_no_panic(&out);
     let expected = [
         ("receiver", "otlp", &["traces", "metrics", "logs"][..]),
+        ("receiver", "kafka", &["traces", "metrics", "logs"][..]),
         ("processor", "batch", &["traces", "metrics", "logs"][..]),
         (
             "processor",
@@ -152,6 +153,7 @@ fn components_lists_every_registered_type() {
         ("exporter", "otlphttp", &["traces", "metrics", "logs"][..]),
         ("exporter", "debug", &["traces", "metrics", "logs"][..]),
         ("exporter", "file", &["traces", "metrics", "logs"][..]),
+        ("exporter", "kafka", &["traces", "metrics", "logs"][..]),
         ("extension", "health_check", &[][..]),
     ];
     let stabilities = [

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 mod http;
+pub mod kafka;
 mod otlp;
 pub mod sink;
 

@@ -4,6 +4,7 @@
 
 pub mod exporters;
 pub mod extensions;
+pub mod kafka;
 pub mod processors;
 pub mod receivers;
 
@@ -12,6 +13,7 @@ use sluice_core::Registry;
 /// Registers every component type this crate provides.
 pub fn register_all(r: &mut Registry) {
     receivers::otlp::register(r);
+    receivers::kafka::register(r);
     receivers::filelog::register(r);
     processors::attributes::register(r);
     processors::batch::register(r);
@@ -20,6 +22,7 @@ pub fn register_all(r: &mut Registry) {
     exporters::otlphttp::register(r);
     exporters::debug::register(r);
     exporters::file::register(r);
+    exporters::kafka::register(r);
     extensions::health_check::register(r);
     extensions::file_storage::register(r);
 }

@@ -109,6 +109,15 @@ impl Telemetry {
         m
     }
 
+    /// Removes the series of gauge `name` with these labels, for a series
+    /// that no longer applies (a partition this process no longer reads).
+    pub fn remove_gauge(&self, name: &str, pairs: &[(&str, &str)]) {
+        let fams = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fam) = fams.gauges.get(name) {
+            fam.remove(&labels(pairs));
+        }
+    }
+
     /// A histogram of item counts (batch sizes).
     pub fn size_histogram(&self, name: &str, help: &str, pairs: &[(&str, &str)]) -> Histogram {
         let mut fams = self.families.lock().unwrap_or_else(|p| p.into_inner());

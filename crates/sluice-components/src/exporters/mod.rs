@@ -1,4 +1,5 @@
 pub mod debug;
 pub mod file;
+pub mod kafka;
 pub mod otlp;
 pub mod otlphttp;

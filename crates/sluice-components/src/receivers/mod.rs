@@ -1,2 +1,3 @@
 pub mod filelog;
+pub mod kafka;
 pub mod otlp;

@@ -126,6 +126,32 @@ pub struct FileConfig {
     /// Size-based rotation; absent means the file is never rotated.
     #[serde(default, deserialize_with = "rotation_or_default")]
     pub rotation: Option<RotationConfig>,
+    /// `sending_queue.enabled: false` writes each batch before the pipeline
+    /// is answered (default: queued in memory, written by one worker).
+    #[serde(default)]
+    pub sending_queue: FileQueue,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `sending_queue` of the `file` exporter: only whether there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQueue {
+    /// Queue batches in memory and write them from a worker (default true).
+    /// With false, the pipeline waits for the write: nothing the pipeline
+    /// accepted is lost if sluice is killed (a Kafka receiver commits only
+    /// what is written).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for FileQueue {
+    fn default() -> Self {
+        FileQueue { enabled: true }
+    }
 }
 
 impl ComponentConfig for FileConfig {
@@ -186,6 +212,7 @@ impl ExporterFactory for FileFactory {
             &ctx,
             sender,
             &QueueSettings {
+                enabled: config.sending_queue.enabled,
                 num_consumers: 1,
                 ..QueueSettings::default()
             },

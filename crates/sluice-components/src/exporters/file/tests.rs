@@ -20,7 +20,7 @@ use sluice_core::{BuildContext, ComponentId, ExporterFactory, Health, Kind, Tele
 use sluice_pdata::{from_json, Batch, Payload, Signal};
 
 use super::{
-    timestamp, BackupNames, Compression, FileConfig, FileFactory, FileSender, Format,
+    timestamp, BackupNames, Compression, FileConfig, FileFactory, FileQueue, FileSender, Format,
     RotationConfig, Writer,
 };
 
@@ -43,6 +43,7 @@ fn config(path: &Path) -> FileConfig {
         format: Format::Json,
         compression: Compression::None,
         rotation: None,
+        sending_queue: FileQueue::default(),
     }
 }
 
@@ -206,6 +207,30 @@ async fn each_batch_is_flushed_as_a_whole_line() {
     sender.shutdown().await.unwrap();
     // After shutdown the file is closed for good.
     assert!(sender.send(&Batch::new(traces(1))).await.is_err());
+}
+
+#[tokio::test]
+async fn without_a_queue_the_batch_is_written_when_consume_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.json");
+    let mut c = config(&path);
+    c.sending_queue.enabled = false;
+    let exporter = FileFactory.create(ctx(), &c).unwrap();
+    exporter.start().await.unwrap();
+    for n in 1..=3 {
+        exporter.consume(Batch::new(traces(n))).await.unwrap();
+        // Nothing waits in a queue: the line is there now.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), n as usize);
+    }
+    exporter.shutdown().await.unwrap();
+    let parsed: FileConfig =
+        serde_yaml_ng::from_str("path: x.json\nsending_queue: {enabled: false}").unwrap();
+    assert!(!parsed.sending_queue.enabled);
+    assert!(
+        serde_yaml_ng::from_str::<FileConfig>("path: x.json\nsending_queue: {queue_size: 5}")
+            .is_err()
+    );
 }
 
 #[tokio::test]

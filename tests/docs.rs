@@ -77,3 +77,9 @@ fn readme_starts_with_the_run_and_test_commands() {
     );
     assert!(head.contains("scripts/test"), "README head:\n{head}");
 }
+
+#[test]
+fn haystack_receiver_doc_configs_validate() {
+    check_doc("docs/components/receiver-haystack_http.md", 1);
+    check_doc("docs/components/receiver-haystack_grpc.md", 1);
+}

@@ -15,6 +15,7 @@ pub fn register_all(r: &mut Registry) {
     receivers::otlp::register(r);
     receivers::kafka::register(r);
     receivers::filelog::register(r);
+    receivers::haystack::register(r);
     processors::attributes::register(r);
     processors::batch::register(r);
     processors::memory_limiter::register(r);

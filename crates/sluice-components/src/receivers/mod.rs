@@ -1,3 +1,4 @@
 pub mod filelog;
+pub mod haystack;
 pub mod kafka;
 pub mod otlp;

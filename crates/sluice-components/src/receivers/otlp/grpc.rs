@@ -172,7 +172,7 @@ impl Service<http::Request<Body>> for Routes {
 /// not retried. The services here never produce `OUT_OF_RANGE` themselves, so
 /// every such answer is tonic's size check and is rewritten. The check fails
 /// before the service runs, so the status sits in the response headers.
-fn too_large_is_resource_exhausted(response: &mut http::Response<Body>) {
+pub(crate) fn too_large_is_resource_exhausted(response: &mut http::Response<Body>) {
     let headers = response.headers_mut();
     let out_of_range = i32::from(tonic::Code::OutOfRange).to_string();
     if headers

@@ -48,10 +48,10 @@
 
 mod config;
 mod grpc;
-mod handler;
+pub(crate) mod handler;
 mod http;
 mod receiver;
-mod status;
+pub(crate) mod status;
 
 #[cfg(test)]
 mod tests;
@@ -65,6 +65,10 @@ use sluice_core::{
 
 pub use config::{Config, GrpcConfig, HttpConfig, Protocols};
 pub use receiver::OtlpReceiver;
+
+// Shared with the Haystack receivers.
+pub(crate) use config::check_endpoint;
+pub(crate) use grpc::too_large_is_resource_exhausted;
 
 /// Factory of the `otlp` receiver.
 pub struct OtlpReceiverFactory;

@@ -1,3 +1,4 @@
 pub mod filelog;
 pub mod kafka;
+pub mod kinesis;
 pub mod otlp;

@@ -9,4 +9,6 @@ pub mod kpl;
 pub mod validate;
 
 #[cfg(test)]
+mod local_server;
+#[cfg(test)]
 mod tests;

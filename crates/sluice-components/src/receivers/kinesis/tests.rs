@@ -336,3 +336,65 @@ fn validation_config_parses_with_defaults() {
     assert_eq!(c.extra_tags.get("env").map(String::as_str), Some("prod"));
     assert!(serde_yaml_ng::from_str::<ValidationConfig>("bogus: 1").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_local_round_trips_aggregated_and_plain_records() {
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::ShardIteratorType;
+
+    let server = super::local_server::LocalKinesis::start().await;
+    server.create_stream("spans", 2).await;
+    let client = server.client();
+    let shards = client
+        .list_shards()
+        .stream_name("spans")
+        .send()
+        .await
+        .expect("ListShards");
+    assert_eq!(shards.shards().len(), 2);
+
+    let a = span(1).encode_to_vec();
+    let b = span(2).encode_to_vec();
+    let aggregated = aggregate([("p", a.as_slice()), ("p", b.as_slice())]);
+    let plain = span(3).encode_to_vec();
+    let mut shard_of_p = None;
+    for data in [aggregated, plain] {
+        let put = client
+            .put_record()
+            .stream_name("spans")
+            .partition_key("p")
+            .data(Blob::new(data))
+            .send()
+            .await
+            .expect("PutRecord");
+        shard_of_p = Some(put.shard_id().to_string());
+    }
+    let iterator = client
+        .get_shard_iterator()
+        .stream_name("spans")
+        .shard_id(shard_of_p.expect("shard"))
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("GetShardIterator")
+        .shard_iterator
+        .expect("iterator");
+    let got = client
+        .get_records()
+        .shard_iterator(iterator)
+        .limit(100)
+        .send()
+        .await
+        .expect("GetRecords");
+    assert_eq!(got.records().len(), 2);
+    let mut spans = Vec::new();
+    for record in got.records() {
+        deaggregate(record.data().as_ref()).for_each(|data| {
+            match decode(Encoding::HaystackProto, data).expect("decode") {
+                Decoded::Spans(s) => spans.extend(s),
+                Decoded::Otlp(_) => unreachable!(),
+            }
+        });
+    }
+    assert_eq!(spans, vec![span(1), span(2), span(3)]);
+}

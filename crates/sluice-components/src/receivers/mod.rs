@@ -1,4 +1,5 @@
 pub mod filelog;
 pub mod haystack;
 pub mod kafka;
+pub mod kinesis;
 pub mod otlp;

@@ -199,16 +199,7 @@ impl GrpcServer {
         handlers: [Arc<SignalHandler>; 3],
         max_recv_msg_size: usize,
     ) -> GrpcServer {
-        let receiver = id.to_string();
-        let malformed = telemetry.counter(
-            "sluice_receiver_rejected_requests",
-            "Requests answered with an error before their items reached the pipeline",
-            &[
-                ("receiver", &receiver),
-                ("transport", "grpc"),
-                ("reason", "decode"),
-            ],
-        );
+        let malformed = crate::receivers::rejected_requests(telemetry, id, "grpc", "decode");
         let methods = handlers.map(|handler| Method {
             codec: ExportCodec {
                 signal: handler.signal(),

@@ -256,18 +256,7 @@ impl HttpState {
     /// path, media type, size, encoding or body), by reason, so that no bad
     /// input goes unseen.
     fn count_rejected(&self, e: &RequestError) {
-        let id = self.id.to_string();
-        self.telemetry
-            .counter(
-                "sluice_receiver_rejected_requests",
-                "Requests answered with an error before their items reached the pipeline",
-                &[
-                    ("receiver", &id),
-                    ("transport", "http"),
-                    ("reason", e.reason()),
-                ],
-            )
-            .inc();
+        crate::receivers::rejected_requests(&self.telemetry, &self.id, "http", e.reason()).inc();
     }
 }
 

@@ -16,6 +16,7 @@ pub fn register_all(r: &mut Registry) {
     receivers::kafka::register(r);
     receivers::filelog::register(r);
     receivers::haystack::register(r);
+    receivers::kinesis::register(r);
     processors::attributes::register(r);
     processors::batch::register(r);
     processors::memory_limiter::register(r);

@@ -7,6 +7,9 @@
 #                             API server, kinesis-mock compiled to JavaScript):
 #                             its main script and server.json (TLS certificate)
 #   SLUICE_NODE               the node binary that runs it (Node 18 or newer)
+#   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+#                             dummy keys for the AWS SDK's credential chain
+#   AWS_EC2_METADATA_DISABLED true: never ask the EC2 metadata service
 #
 # Everything goes to ${SLUICE_KINESIS_TOOLS:-$HOME/.cache/sluice/kinesis},
 # never into the repository. Idempotent: a complete install is recognised by
@@ -37,4 +40,10 @@ kinesis_tools_setup() {
     export SLUICE_KINESIS_LOCAL_DIR="$pkg_dir"
     export SLUICE_NODE
     SLUICE_NODE="$(command -v node)"
+    # The kinesis receiver takes its credentials from the AWS SDK's standard
+    # chain; the first link is these variables. The test server accepts any
+    # key. Set for the whole test run so no test reaches for a real
+    # account's keys or the EC2 metadata service.
+    export AWS_ACCESS_KEY_ID=sluice-test AWS_SECRET_ACCESS_KEY=sluice-test
+    export AWS_EC2_METADATA_DISABLED=true
 }

@@ -245,8 +245,7 @@ impl ComponentConfig for KinesisReceiverConfig {
             }
         }
         if let Some(l) = &self.leases {
-            if !(l.postgres.starts_with("postgres://") || l.postgres.starts_with("postgresql://"))
-            {
+            if !(l.postgres.starts_with("postgres://") || l.postgres.starts_with("postgresql://")) {
                 errors.push(FieldError::new(
                     "leases::postgres",
                     "must be a postgres:// URL",

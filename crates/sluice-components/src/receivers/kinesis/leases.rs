@@ -101,11 +101,7 @@ impl LeaseTable {
     }
 
     async fn create(&self) -> Result<(), LeaseError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| self.err("begin", e))?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.err("begin", e))?;
         // Two instances starting together must not both create the table.
         sqlx::query("SELECT pg_advisory_xact_lock(7369636531)")
             .execute(&mut *tx)
@@ -205,7 +201,8 @@ impl LeaseTable {
             Some(r) => Ok(Some((
                 r.try_get("lease_counter")
                     .map_err(|e| self.err("acquire", e))?,
-                r.try_get("checkpoint").map_err(|e| self.err("acquire", e))?,
+                r.try_get("checkpoint")
+                    .map_err(|e| self.err("acquire", e))?,
             ))),
         }
     }

@@ -28,6 +28,8 @@ pub mod validate;
 #[cfg(test)]
 mod local_server;
 #[cfg(test)]
+mod receiver_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

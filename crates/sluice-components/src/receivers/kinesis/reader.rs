@@ -82,7 +82,11 @@ impl Counters {
             t.counter(
                 "sluice_kinesis_receiver_kpl_fallback_records",
                 "Records starting with the KPL magic bytes taken as plain records, by reason",
-                &[("receiver", receiver), ("stream", stream), ("reason", reason)],
+                &[
+                    ("receiver", receiver),
+                    ("stream", stream),
+                    ("reason", reason),
+                ],
             )
         };
         Counters {
@@ -350,7 +354,11 @@ impl Reader {
             // Remember when reading began, so a crash before the first
             // checkpoint resumes here rather than at a later tip.
             let at = now_ms();
-            match self.store.save(&self.shard, &Checkpoint::StartedAt(at)).await {
+            match self
+                .store
+                .save(&self.shard, &Checkpoint::StartedAt(at))
+                .await
+            {
                 Ok(()) => {}
                 Err(SaveError::Lost) => return Ended::Lost,
                 Err(SaveError::Failed(e)) => {

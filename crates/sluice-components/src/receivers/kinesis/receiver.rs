@@ -134,9 +134,11 @@ impl KinesisReceiver {
             Some(s) => {
                 let ext = ComponentId::parse(s)
                     .map_err(|e| BuildError::new(format!("receiver {}: storage: {e}", ctx.id)))?;
-                Some(ctx.extensions.storage(&ext).map_err(|e| {
-                    BuildError::new(format!("receiver {}: storage: {e}", ctx.id))
-                })?)
+                Some(
+                    ctx.extensions.storage(&ext).map_err(|e| {
+                        BuildError::new(format!("receiver {}: storage: {e}", ctx.id))
+                    })?,
+                )
             }
             None => None,
         };
@@ -180,10 +182,15 @@ impl Lifecycle for KinesisReceiver {
                     .clone()
                     .unwrap_or_else(|| format!("{}/{}", c.stream_name, self.id));
                 let owner = l.owner.clone().unwrap_or_else(default_owner);
-                let table =
-                    LeaseTable::connect(&l.postgres, &l.table, &application, &owner, l.lease_duration)
-                        .await
-                        .map_err(|e| self.err(format!("leases::postgres: {e}")))?;
+                let table = LeaseTable::connect(
+                    &l.postgres,
+                    &l.table,
+                    &application,
+                    &owner,
+                    l.lease_duration,
+                )
+                .await
+                .map_err(|e| self.err(format!("leases::postgres: {e}")))?;
                 tracing::info!(receiver = %self.id, owner = %owner, application = %application,
                     "kinesis shard leases in PostgreSQL");
                 Mode::Leases {
@@ -223,7 +230,10 @@ impl Lifecycle for KinesisReceiver {
             metrics: t.receiver(&self.id, "kinesis", sluice_core::Signal::Traces),
             telemetry: t.clone(),
         });
-        let labels = [("receiver", id.as_str()), ("stream", c.stream_name.as_str())];
+        let labels = [
+            ("receiver", id.as_str()),
+            ("stream", c.stream_name.as_str()),
+        ];
         let stop = CancellationToken::new();
         let coordinator = Coordinator {
             shared,
@@ -256,7 +266,11 @@ impl Lifecycle for KinesisReceiver {
     }
 
     async fn shutdown(&self) -> Result<(), ComponentError> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(r) = running {
             r.stop.cancel();
             let _ = r.task.await;
@@ -392,8 +406,12 @@ impl Coordinator {
     /// should be read again at once (a shard ended: its children wait).
     async fn reader_ended(&mut self, shard: &str, ended: Ended) -> bool {
         let handle = self.readers.remove(shard);
-        if let (Mode::Leases { table, .. }, Some(ReaderHandle { counter: Some(c), .. })) =
-            (&self.mode, &handle)
+        if let (
+            Mode::Leases { table, .. },
+            Some(ReaderHandle {
+                counter: Some(c), ..
+            }),
+        ) = (&self.mode, &handle)
         {
             if ended == Ended::Lost {
                 self.leases_lost.inc();
@@ -405,7 +423,13 @@ impl Coordinator {
         ended == Ended::ShardEnd
     }
 
-    fn spawn(&mut self, shard: &str, start: super::shards::StartAt, store: ShardStore, counter: Option<i64>) {
+    fn spawn(
+        &mut self,
+        shard: &str,
+        start: super::shards::StartAt,
+        store: ShardStore,
+        counter: Option<i64>,
+    ) {
         let stop = self.stop.child_token();
         tracing::info!(receiver = %self.shared.receiver, stream = %self.config.stream_name, shard, start = ?start,
             "reading shard");

@@ -25,8 +25,20 @@ pub(crate) struct LocalStore {
     memory: Mutex<HashMap<String, Checkpoint>>,
 }
 
+/// The key of a shard's checkpoint (`shard_<id>`; shard ids are letters,
+/// digits, '-' and '_', anything else becomes '_').
 fn key(shard: &str) -> String {
-    format!("shard/{shard}")
+    let id: String = shard
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("shard_{id}")
 }
 
 impl LocalStore {
@@ -68,12 +80,16 @@ impl LocalStore {
         .unwrap_or_default();
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         for (shard, value) in found {
-            let parsed = value.map_err(|e| format!("cannot read it: {e}")).and_then(|v| {
-                std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(Checkpoint::decode)
-                    .ok_or_else(|| format!("unreadable value {:?}", String::from_utf8_lossy(&v)))
-            });
+            let parsed = value
+                .map_err(|e| format!("cannot read it: {e}"))
+                .and_then(|v| {
+                    std::str::from_utf8(&v)
+                        .ok()
+                        .and_then(Checkpoint::decode)
+                        .ok_or_else(|| {
+                            format!("unreadable value {:?}", String::from_utf8_lossy(&v))
+                        })
+                });
             match parsed {
                 Ok(c) => {
                     memory.insert(shard.clone(), c.clone());
@@ -111,7 +127,10 @@ impl LocalStore {
 pub(crate) enum ShardStore {
     Local(Arc<LocalStore>),
     /// Written under the lease taken with this counter.
-    Lease { table: Arc<LeaseTable>, counter: i64 },
+    Lease {
+        table: Arc<LeaseTable>,
+        counter: i64,
+    },
 }
 
 impl ShardStore {

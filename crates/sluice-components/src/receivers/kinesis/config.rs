@@ -55,7 +55,8 @@ pub struct KinesisReceiverConfig {
     /// AWS region; default: the SDK's region chain (`AWS_REGION`, profile).
     #[serde(default)]
     pub region: Option<String>,
-    /// Endpoint override (a Kinesis-compatible server); default: AWS's.
+    /// Endpoint override (a Kinesis-compatible server); default (or
+    /// empty): AWS's endpoint for the region.
     #[serde(default)]
     pub endpoint: Option<String>,
     /// A role to assume (STS) with the standard chain's credentials.
@@ -122,6 +123,12 @@ pub struct LeaseConfig {
 }
 
 impl KinesisReceiverConfig {
+    /// The endpoint override, `None` when absent or empty (so a config can
+    /// say `endpoint: ${env:KINESIS_ENDPOINT:-}`).
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref().filter(|e| !e.is_empty())
+    }
+
     /// The parsed `initial_timestamp` (`None` when absent or invalid;
     /// `validate` reports the latter).
     pub fn initial_timestamp(&self) -> Option<DateTime> {
@@ -168,7 +175,7 @@ impl ComponentConfig for KinesisReceiverConfig {
                 "must not be empty (leave it out to use the SDK's region chain)",
             ));
         }
-        if let Some(e) = &self.endpoint {
+        if let Some(e) = self.endpoint() {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
                 errors.push(FieldError::new(
                     "endpoint",

@@ -31,19 +31,31 @@ fn free_port() -> u16 {
 
 /// A running kinesis-local, killed on drop.
 pub struct LocalKinesis {
-    child: Child,
+    child: Option<Child>,
     pub endpoint: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for LocalKinesis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 impl LocalKinesis {
+    /// A handle on a server another handle started (for clients in other
+    /// threads); dropping it leaves the server running.
+    pub fn attach(endpoint: &str) -> LocalKinesis {
+        LocalKinesis {
+            child: None,
+            endpoint: endpoint.to_string(),
+            _dir: None,
+        }
+    }
+
     pub async fn start() -> LocalKinesis {
         let pkg = std::env::var("SLUICE_KINESIS_LOCAL_DIR").expect(
             "SLUICE_KINESIS_LOCAL_DIR is not set: run scripts/test (scripts/lib/kinesis-tools.sh installs kinesis-local)",
@@ -72,9 +84,9 @@ impl LocalKinesis {
             .spawn()
             .expect("start kinesis-local with node");
         let server = LocalKinesis {
-            child,
+            child: Some(child),
             endpoint: format!("http://127.0.0.1:{plain}"),
-            _dir: dir,
+            _dir: Some(dir),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         let client = server.client();
@@ -122,5 +134,36 @@ impl LocalKinesis {
             assert!(Instant::now() < deadline, "stream {name} not ACTIVE");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Puts one record.
+    pub async fn put(&self, stream: &str, partition_key: &str, data: Vec<u8>) {
+        self.client()
+            .put_record()
+            .stream_name(stream)
+            .partition_key(partition_key)
+            .data(aws_sdk_kinesis::primitives::Blob::new(data))
+            .send()
+            .await
+            .expect("PutRecord");
+    }
+
+    /// The number of open shards of `stream`.
+    pub async fn open_shards(&self, stream: &str) -> usize {
+        let out = self
+            .client()
+            .list_shards()
+            .stream_name(stream)
+            .send()
+            .await
+            .expect("ListShards");
+        out.shards()
+            .iter()
+            .filter(|s| {
+                s.sequence_number_range()
+                    .and_then(|r| r.ending_sequence_number())
+                    .is_none()
+            })
+            .count()
     }
 }

@@ -25,8 +25,9 @@ pub mod shards;
 mod store;
 pub mod validate;
 
-#[cfg(test)]
-mod local_server;
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod local_server;
 #[cfg(test)]
 mod receiver_tests;
 #[cfg(test)]

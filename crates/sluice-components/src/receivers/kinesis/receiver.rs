@@ -63,8 +63,8 @@ pub(crate) async fn client(config: &KinesisReceiverConfig) -> Result<Client, Str
             .await;
         b = b.credentials_provider(provider);
     }
-    if let Some(e) = &config.endpoint {
-        b = b.endpoint_url(e.clone());
+    if let Some(e) = config.endpoint() {
+        b = b.endpoint_url(e);
     }
     Ok(Client::from_conf(b.build()))
 }

@@ -129,25 +129,34 @@ impl Plan {
     /// each followed by its copies to the extra topics it matches.
     fn haystack(&self, batch: &Batch, encoding: Encoding, built: &mut Built) {
         let default_topic = &self.topics[Signal::Traces as usize];
-        let Payload::Traces(req) = batch.clone().into_payload() else {
+        // Read from the batch's own request: the spans are translated, never
+        // the request changed, so it is not copied.
+        let Payload::Traces(req) = batch.payload() else {
             // The factory refuses Haystack encodings for other signals.
             return;
         };
-        let groups = match self.topic_from_attribute.as_deref() {
-            None => vec![(None, req)],
-            Some(attr) => group_resources(
-                req.resource_spans,
-                |r| r.resource.as_ref(),
-                Some(attr),
-                false,
-            )
-            .into_iter()
-            .map(|(topic, _, resource_spans)| (topic, ExportTraceServiceRequest { resource_spans }))
-            .collect(),
-        };
+        let regrouped: Vec<(Option<String>, ExportTraceServiceRequest)>;
+        let groups: Vec<(Option<String>, &ExportTraceServiceRequest)> =
+            match self.topic_from_attribute.as_deref() {
+                None => vec![(None, req)],
+                Some(attr) => {
+                    regrouped = group_resources(
+                        req.resource_spans.clone(),
+                        |r| r.resource.as_ref(),
+                        Some(attr),
+                        false,
+                    )
+                    .into_iter()
+                    .map(|(topic, _, resource_spans)| {
+                        (topic, ExportTraceServiceRequest { resource_spans })
+                    })
+                    .collect();
+                    regrouped.iter().map(|(t, r)| (t.clone(), r)).collect()
+                }
+            };
         for (topic, req) in groups {
             let topic = topic.unwrap_or_else(|| default_topic.clone());
-            for span in haystack::spans_from_otlp(&req) {
+            for span in haystack::spans_from_otlp(req) {
                 let value = encode_haystack(&span, encoding);
                 if value.len() > self.max_message_bytes {
                     built.rejected += 1;

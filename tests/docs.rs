@@ -26,6 +26,11 @@ fn yaml_blocks(markdown: &str) -> Vec<String> {
 }
 
 fn check_doc(relative: &str, min_configs: usize) {
+    check_doc_with_env(relative, min_configs, &[]);
+}
+
+/// As [`check_doc`], with environment variables the configs refer to.
+fn check_doc_with_env(relative: &str, min_configs: usize, env: &[(&str, &str)]) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {relative}: {e}"));
     let configs: Vec<String> = yaml_blocks(&text)
@@ -40,7 +45,14 @@ fn check_doc(relative: &str, min_configs: usize) {
     let dir = TestDir::new();
     for (i, yaml) in configs.iter().enumerate() {
         let cfg = dir.write_config(&format!("doc-{i}.yaml"), yaml);
-        let out = sluice_cli(dir.path(), &["validate", "-c", cfg.to_str().unwrap()]);
+        let mut s =
+            Sluice::spawn_with_env(dir.path(), &["validate", "-c", cfg.to_str().unwrap()], env);
+        let st = s.wait_exit(CLI_TIMEOUT);
+        let out = CliOutput {
+            code: st.code(),
+            stdout: s.stdout(),
+            stderr: s.stderr(),
+        };
         assert!(
             out.code == Some(0) && out.stdout.contains("configuration is valid"),
             "{relative}: config block {} does not validate\n{yaml}\n{}",
@@ -82,4 +94,13 @@ fn readme_starts_with_the_run_and_test_commands() {
 fn haystack_receiver_doc_configs_validate() {
     check_doc("docs/components/receiver-haystack_http.md", 1);
     check_doc("docs/components/receiver-haystack_grpc.md", 1);
+}
+
+#[test]
+fn kafka_exporter_doc_configs_validate() {
+    check_doc_with_env(
+        "docs/components/exporter-kafka.md",
+        2,
+        &[("KAFKA_PASSWORD", "example")],
+    );
 }

@@ -10,6 +10,33 @@ pub mod receivers;
 
 use sluice_core::Registry;
 
+/// Entry points for the benchmarks in `benches/` (external crates), to
+/// crate-internal steps. Not an API: hidden, and may change at any time.
+#[doc(hidden)]
+pub mod bench_support {
+    use sluice_pdata::Batch;
+
+    use crate::exporters::kafka::{KafkaExporterConfig, Plan};
+
+    /// The `kafka` exporter's step from a batch to its messages (what
+    /// `send` does before handing them to librdkafka).
+    pub struct KafkaMessages(Plan);
+
+    impl KafkaMessages {
+        pub fn new(config: &KafkaExporterConfig) -> KafkaMessages {
+            KafkaMessages(Plan::new(config))
+        }
+
+        /// Builds the messages of `batch`: (messages, bytes of their
+        /// values, items rejected as too large).
+        pub fn build(&self, batch: &Batch) -> (usize, usize, u64) {
+            let built = self.0.build(batch);
+            let bytes = built.messages.iter().map(|m| m.value.len()).sum();
+            (built.messages.len(), bytes, built.rejected)
+        }
+    }
+}
+
 /// Registers every component type this crate provides.
 pub fn register_all(r: &mut Registry) {
     receivers::otlp::register(r);

@@ -12,6 +12,7 @@ use sluice_pdata::{
     ExportTraceServiceRequest, Payload, Signal,
 };
 
+use super::extra::{self, Route};
 use super::KafkaExporterConfig;
 use crate::kafka::{check_topic, encode_haystack, encode_otlp, Encoding};
 
@@ -23,6 +24,9 @@ pub(crate) struct Message {
     pub value: Bytes,
     /// Items (spans, points, records) it carries.
     pub items: usize,
+    /// For a span's copy to an extra topic: the index of that topic in
+    /// [`Plan::extra_topics`].
+    pub extra: Option<usize>,
 }
 
 /// The messages of one batch, and what could not be put into any.
@@ -41,6 +45,8 @@ pub(crate) struct Plan {
     topic_from_attribute: Option<String>,
     keyed: [bool; 3],
     max_message_bytes: usize,
+    /// `extra_topics`, one route per distinct topic.
+    extra: Vec<Route>,
 }
 
 /// Messages of one (topic, key) before encoding.
@@ -62,7 +68,13 @@ impl Plan {
                 config.partition_logs_by_resource_attributes,
             ],
             max_message_bytes: config.max_message_bytes,
+            extra: extra::routes(&config.extra_topics),
         }
+    }
+
+    /// The distinct extra topics, in the order [`Message::extra`] indexes.
+    pub(crate) fn extra_topics(&self) -> impl Iterator<Item = &str> {
+        self.extra.iter().map(|r| r.topic.as_str())
     }
 
     /// The messages carrying `batch`.
@@ -113,28 +125,38 @@ impl Plan {
     }
 
     /// One message per span, keyed by its trace id (as the Haystack span
-    /// spells it: 32 lowercase hex digits for spans that came from OTLP).
+    /// spells it: 32 lowercase hex digits for spans that came from OTLP),
+    /// each followed by its copies to the extra topics it matches.
     fn haystack(&self, batch: &Batch, encoding: Encoding, built: &mut Built) {
         let default_topic = &self.topics[Signal::Traces as usize];
-        let Payload::Traces(req) = batch.clone().into_payload() else {
+        // Read from the batch's own request: the spans are translated, never
+        // the request changed, so it is not copied.
+        let Payload::Traces(req) = batch.payload() else {
             // The factory refuses Haystack encodings for other signals.
             return;
         };
-        let groups = match self.topic_from_attribute.as_deref() {
-            None => vec![(None, req)],
-            Some(attr) => group_resources(
-                req.resource_spans,
-                |r| r.resource.as_ref(),
-                Some(attr),
-                false,
-            )
-            .into_iter()
-            .map(|(topic, _, resource_spans)| (topic, ExportTraceServiceRequest { resource_spans }))
-            .collect(),
-        };
+        let regrouped: Vec<(Option<String>, ExportTraceServiceRequest)>;
+        let groups: Vec<(Option<String>, &ExportTraceServiceRequest)> =
+            match self.topic_from_attribute.as_deref() {
+                None => vec![(None, req)],
+                Some(attr) => {
+                    regrouped = group_resources(
+                        req.resource_spans.clone(),
+                        |r| r.resource.as_ref(),
+                        Some(attr),
+                        false,
+                    )
+                    .into_iter()
+                    .map(|(topic, _, resource_spans)| {
+                        (topic, ExportTraceServiceRequest { resource_spans })
+                    })
+                    .collect();
+                    regrouped.iter().map(|(t, r)| (t.clone(), r)).collect()
+                }
+            };
         for (topic, req) in groups {
             let topic = topic.unwrap_or_else(|| default_topic.clone());
-            for span in haystack::spans_from_otlp(&req) {
+            for span in haystack::spans_from_otlp(req) {
                 let value = encode_haystack(&span, encoding);
                 if value.len() > self.max_message_bytes {
                     built.rejected += 1;
@@ -146,12 +168,39 @@ impl Plan {
                     );
                     continue;
                 }
-                built.messages.push(Message {
-                    topic: topic.clone(),
-                    key: Some(span.trace_id.into_bytes()),
-                    value: Bytes::from(value),
-                    items: 1,
-                });
+                // A span goes to a topic once: an extra topic that is its
+                // own (by `topic_from_attribute`) adds nothing.
+                let copies: Vec<usize> = self
+                    .extra
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.topic != topic && r.matches(&span))
+                    .map(|(i, _)| i)
+                    .collect();
+                let key = span.trace_id.into_bytes();
+                let value = Bytes::from(value);
+                for &i in &copies {
+                    built.messages.push(Message {
+                        topic: self.extra[i].topic.clone(),
+                        key: Some(key.clone()),
+                        value: value.clone(),
+                        items: 1,
+                        extra: Some(i),
+                    });
+                }
+                // The span's own message first, then its copies (all are
+                // produced at once; the batch waits for every one).
+                let own = built.messages.len() - copies.len();
+                built.messages.insert(
+                    own,
+                    Message {
+                        topic: topic.clone(),
+                        key: Some(key),
+                        value,
+                        items: 1,
+                        extra: None,
+                    },
+                );
             }
         }
     }
@@ -166,6 +215,7 @@ impl Plan {
                 key: None,
                 value: batch.to_bytes(),
                 items: batch.items(),
+                extra: None,
             });
             return;
         }
@@ -194,6 +244,7 @@ impl Plan {
                 key: key.map(<[u8]>::to_vec),
                 value: Bytes::from(v),
                 items,
+                extra: None,
             });
             return;
         }

@@ -26,6 +26,10 @@
 //! - `topic_from_attribute`: each resource goes to the topic named by that
 //!   resource attribute (a string); resources without it go to the signal's
 //!   topic.
+//! - `extra_topics` (Haystack encodings only): a span is also written, with
+//!   the same key and value, to each extra topic whose `match_tags` it
+//!   matches (see [`extra`]); the copies are part of the batch, so the batch
+//!   is acknowledged only when they are delivered too.
 //! - `max_message_bytes`: a message over the limit is split in halves at item
 //!   boundaries until every part fits. An item that does not fit on its own is
 //!   dropped, logged and counted in `sluice_exporter_rejected_<items>`.
@@ -43,6 +47,7 @@
 //!   least `max_message_bytes`; a broker refusing a message as too large is a
 //!   permanent failure (the batch is dropped and counted).
 
+pub mod extra;
 mod messages;
 mod sender;
 #[cfg(test)]
@@ -61,6 +66,7 @@ use sluice_core::{
 
 use crate::kafka::client::default_client_id;
 use crate::kafka::{check_topic, AuthSettings, ClientSettings, Encoding, PropertyValue};
+pub use extra::ExtraTopic;
 pub(crate) use messages::Plan;
 pub(crate) use sender::KafkaSender;
 
@@ -158,6 +164,10 @@ pub struct KafkaExporterConfig {
     /// (default none: the signal's topic).
     #[serde(default)]
     pub topic_from_attribute: Option<String>,
+    /// Topics each span is also written to when its tags match (default
+    /// none). Haystack encodings only: an OTLP message carries many spans.
+    #[serde(default)]
+    pub extra_topics: Vec<ExtraTopic>,
     /// Key trace messages by trace id, one message per trace (default false).
     #[serde(default)]
     pub partition_traces_by_id: bool,
@@ -285,6 +295,24 @@ impl ComponentConfig for KafkaExporterConfig {
                 ));
             }
         }
+        if !self.extra_topics.is_empty() {
+            let (key, encoding) = self.encoding(Signal::Traces);
+            if !encoding.is_haystack() {
+                errors.push(FieldError::new(
+                    "extra_topics",
+                    format!(
+                        "needs a Haystack encoding of traces (`{key}` is {}): a span is copied \
+                         to an extra topic as its own message, and an OTLP message carries \
+                         many spans; set `traces::encoding: haystack_proto` or `haystack_json`",
+                        encoding.as_str()
+                    ),
+                ));
+            }
+            errors.extend(extra::validate(
+                &self.extra_topics,
+                &self.topic(Signal::Traces),
+            ));
+        }
         if self.max_message_bytes < 1000 {
             errors.push(FieldError::new(
                 "max_message_bytes",
@@ -337,6 +365,13 @@ impl ExporterFactory for KafkaExporterFactory {
             if let Err(m) = encoding.check(signal) {
                 return Err(BuildError::new(format!("exporter {}: {key}: {m}", ctx.id)));
             }
+        }
+        if !config.extra_topics.is_empty() && !ctx.signals.contains(&Signal::Traces) {
+            return Err(BuildError::new(format!(
+                "exporter {}: extra_topics: applies to spans only, and no traces pipeline uses \
+                 this exporter",
+                ctx.id
+            )));
         }
         let sender = KafkaSender::new(&ctx, config)
             .map_err(|e| BuildError::new(format!("exporter {}: {e}", ctx.id)))?;

@@ -22,6 +22,8 @@ struct Counters {
     messages_sent: Counter,
     messages_failed: Counter,
     bytes_sent: Counter,
+    /// Per extra topic, in [`Plan::extra_topics`] order: copies delivered.
+    extra_sent: Vec<Counter>,
 }
 
 /// The producer in use and when it was created.
@@ -92,10 +94,21 @@ impl KafkaSender {
         let id = ctx.id.to_string();
         let labels = [("exporter", id.as_str())];
         let t = &ctx.telemetry;
+        let plan = Plan::new(config);
+        let extra_sent = plan
+            .extra_topics()
+            .map(|topic| {
+                t.counter(
+                    "sluice_kafka_exporter_extra_topic_messages_sent",
+                    "Span copies to extra_topics the brokers acknowledged (also in messages_sent)",
+                    &[("exporter", id.as_str()), ("topic", topic)],
+                )
+            })
+            .collect();
         Ok(KafkaSender {
             id: ctx.id.clone(),
             config: c,
-            plan: Plan::new(config),
+            plan,
             timeout: config.timeout,
             producer: RwLock::new(None),
             counters: Counters {
@@ -114,6 +127,7 @@ impl KafkaSender {
                     "Bytes of message values the brokers acknowledged (before compression)",
                     &labels,
                 ),
+                extra_sent,
             },
         })
     }
@@ -215,6 +229,7 @@ impl Sender for KafkaSender {
         .await;
 
         let (mut sent, mut sent_bytes, mut failed, mut failed_items) = (0u64, 0u64, 0u64, 0usize);
+        let mut extra_sent = vec![0u64; self.counters.extra_sent.len()];
         let mut permanent = None;
         let mut retryable = None;
         for (m, result) in built.messages.iter().zip(deliveries) {
@@ -222,6 +237,9 @@ impl Sender for KafkaSender {
                 Ok(_) => {
                     sent += 1;
                     sent_bytes += m.value.len() as u64;
+                    if let Some(i) = m.extra {
+                        extra_sent[i] += 1;
+                    }
                 }
                 Err((e, _)) => {
                     failed += 1;
@@ -238,6 +256,11 @@ impl Sender for KafkaSender {
         self.counters.messages_sent.inc_by(sent);
         self.counters.bytes_sent.inc_by(sent_bytes);
         self.counters.messages_failed.inc_by(failed);
+        for (c, n) in self.counters.extra_sent.iter().zip(extra_sent) {
+            if n > 0 {
+                c.inc_by(n);
+            }
+        }
         if failed > 0 {
             self.replace_after_failure(&producer);
         }

@@ -91,6 +91,11 @@ fn readme_starts_with_the_run_and_test_commands() {
 }
 
 #[test]
+fn kinesis_receiver_doc_config_validates() {
+    check_doc("docs/components/receiver-kinesis.md", 1);
+}
+
+#[test]
 fn haystack_receiver_doc_configs_validate() {
     check_doc("docs/components/receiver-haystack_http.md", 1);
     check_doc("docs/components/receiver-haystack_grpc.md", 1);

@@ -7,6 +7,9 @@
 //!   trace id; the invalid ones are counted, not written.
 //! - `kill -9` in the middle of a stream and a restart: nothing is lost
 //!   (duplicates are counted and printed).
+//! - Two instances with shard leases in PostgreSQL take one shard each;
+//!   after one is killed with SIGKILL the other takes its shard over when
+//!   the lease runs out, from the last checkpoint, losing nothing.
 
 mod support;
 
@@ -255,4 +258,109 @@ fn kill_9_in_the_middle_of_a_stream_and_a_restart_lose_nothing() {
         second.describe()
     );
     second.stop();
+}
+
+/// A config for one of several instances sharing the stream through
+/// leases in PostgreSQL.
+fn leased_config(t: &Setup, table: &str, metrics: SocketAddr) -> PathBuf {
+    let url = std::env::var("SLUICE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    t.dir.write_config(
+        &format!("leased-{}.yaml", metrics.port()),
+        &format!(
+            r#"
+receivers:
+  kinesis:
+    stream_name: {STREAM}
+    region: us-east-1
+    endpoint: {endpoint}
+    initial_position: TRIM_HORIZON
+    idle_time_between_reads: 100ms
+    checkpoint_interval: 500ms
+    shard_sync_interval: 1s
+    leases:
+      postgres: "{url}"
+      table: {table}
+      lease_duration: 3s
+processors:
+  batch:
+    timeout: 100ms
+exporters:
+  kafka:
+    brokers: ["{brokers}"]
+    encoding: haystack_proto
+    traces: {{topic: {TOPIC}}}
+    sending_queue: {{enabled: false}}
+service:
+  pipelines:
+    traces:
+      receivers: [kinesis]
+      processors: [batch]
+      exporters: [kafka]
+  telemetry:
+    metrics:
+      address: {metrics}
+"#,
+            endpoint = t.kinesis.endpoint,
+            brokers = t.broker.address(),
+        ),
+    )
+}
+
+fn shards_reading(metrics: SocketAddr) -> Option<f64> {
+    metric_value(
+        &scrape_metrics(metrics),
+        "sluice_kinesis_receiver_shards_reading",
+        &[],
+    )
+}
+
+#[test]
+fn two_instances_share_the_shards_and_a_killed_instances_shard_is_taken_over() {
+    let t = Setup::new();
+    let table = format!(
+        "e2e_leases_{}_{}",
+        std::process::id(),
+        random_u64() % 1_000_000
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "sluice-test"),
+        ("AWS_SECRET_ACCESS_KEY", "sluice-test"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let (ma, mb) = (free_addr(), free_addr());
+    let mut a = Sluice::run_with_env(t.dir.path(), &[&leased_config(&t, &table, ma)], &env);
+    let mut b = Sluice::run_with_env(t.dir.path(), &[&leased_config(&t, &table, mb)], &env);
+    let even = wait_until(WAIT, || {
+        shards_reading(ma) == Some(1.0) && shards_reading(mb) == Some(1.0)
+    });
+    assert!(
+        even,
+        "the two shards were not split one each\n{}\n{}",
+        a.describe(),
+        b.describe()
+    );
+    let spans: Vec<Span> = (0..400).map(span).collect();
+    t.rt.block_on(put_aggregated(&t.kinesis, &spans[..200], 10));
+    assert!(t.wait_written(200).len() >= 200);
+    // a dies without releasing its lease: b takes its shard once the lease
+    // runs out (3 s), from a's last checkpoint.
+    a.signal(libc::SIGKILL);
+    a.wait_exit(Duration::from_secs(10));
+    t.rt.block_on(put_aggregated(&t.kinesis, &spans[200..], 10));
+    let took_over = wait_until(WAIT, || shards_reading(mb) == Some(2.0));
+    assert!(took_over, "b did not take a's shard\n{}", b.describe());
+    let written = t.wait_written(400);
+    let duplicates: usize = written.values().map(|(n, _, _)| n - 1).sum();
+    println!(
+        "two instances, one killed: {} of 400 spans written, {duplicates} duplicates",
+        written.len()
+    );
+    let missing: Vec<&str> = spans
+        .iter()
+        .filter(|s| !written.contains_key(&s.span_id))
+        .map(|s| s.span_id.as_str())
+        .collect();
+    assert!(missing.is_empty(), "lost {missing:?}\n{}", b.describe());
+    b.stop();
 }

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::decode::{decode, Decoded, Encoding};
 use super::kpl::{self, Deaggregated, PlainReason};
-use super::shards::{Checkpoint, StartAt};
+use super::shards::{Checkpoint, ShardInfo, StartAt};
 use super::store::{SaveError, ShardStore};
 use super::validate::{ValidationCounters, Validator};
 
@@ -153,10 +153,11 @@ pub(crate) struct Shared {
 }
 
 /// Why a reader returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Ended {
-    /// Read to the end, everything accepted, `SHARD_END` stored.
-    ShardEnd,
+    /// Read to the end, everything accepted, `SHARD_END` stored; the
+    /// children the last GetRecords named (`ChildShards`).
+    ShardEnd(Vec<ShardInfo>),
     /// Stopped by the receiver (final checkpoint written if possible).
     Stopped,
     /// This instance no longer holds the shard's lease.
@@ -326,6 +327,7 @@ pub(crate) async fn read_shard(
         stop,
         accepted: None,
         saved: None,
+        children: Vec::new(),
     };
     reader.run(start).await
 }
@@ -340,6 +342,8 @@ struct Reader {
     accepted: Option<String>,
     /// Last sequence number stored.
     saved: Option<String>,
+    /// The shard's children, from the GetRecords answer that ended it.
+    children: Vec<ShardInfo>,
 }
 
 enum ReadError {
@@ -541,7 +545,7 @@ impl Reader {
                     self.s.counters.checkpoints.inc();
                     tracing::info!(receiver = %self.s.receiver, stream = %self.s.stream, shard = %self.shard,
                         "shard read to its end");
-                    return Ended::ShardEnd;
+                    return Ended::ShardEnd(std::mem::take(&mut self.children));
                 }
                 Err(SaveError::Lost) => return Ended::Lost,
                 Err(SaveError::Failed(e)) => {
@@ -644,7 +648,7 @@ impl Reader {
     }
 
     async fn get_records(
-        &self,
+        &mut self,
         iterator: &str,
     ) -> Result<(Vec<Record>, Option<String>, Option<i64>), ReadError> {
         let result = self
@@ -659,6 +663,17 @@ impl Reader {
             Ok(out) => {
                 let next = out.next_shard_iterator().map(str::to_string);
                 let behind = out.millis_behind_latest();
+                if next.is_none() {
+                    self.children = out
+                        .child_shards()
+                        .iter()
+                        .map(|c| ShardInfo {
+                            id: c.shard_id().to_string(),
+                            parents: c.parent_shards().to_vec(),
+                            closed: false,
+                        })
+                        .collect();
+                }
                 Ok((out.records, next, behind))
             }
             Err(e) => {

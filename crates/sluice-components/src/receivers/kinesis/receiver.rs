@@ -258,6 +258,11 @@ impl Lifecycle for KinesisReceiver {
                 "Shard leases this instance lost to another",
                 &labels,
             ),
+            child_shards: t.counter(
+                "sluice_kinesis_receiver_child_shards",
+                "Child shards learned from the ChildShards of a shard's last GetRecords",
+                &labels,
+            ),
         };
         let task = tokio::spawn(coordinator.run());
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running { stop, task });
@@ -315,6 +320,7 @@ struct Coordinator {
     shards_reading: Gauge,
     leases_taken: Counter,
     leases_lost: Counter,
+    child_shards: Counter,
 }
 
 impl Coordinator {
@@ -381,7 +387,16 @@ impl Coordinator {
                 _ = tokio::time::sleep(wait) => {}
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Ok((shard, ended)) = done {
-                        resync |= self.reader_ended(&shard, ended).await;
+                        if let Ended::ShardEnd(children) = &ended {
+                            // Plan the children at once from ChildShards;
+                            // without them (an older server), list again.
+                            resync |= children.is_empty();
+                            for c in children {
+                                self.child_shards.inc();
+                                listed.entry(c.id.clone()).or_insert_with(|| c.clone());
+                            }
+                        }
+                        self.reader_ended(&shard, ended).await;
                     }
                 }
             }
@@ -402,9 +417,8 @@ impl Coordinator {
         }
     }
 
-    /// Bookkeeping when a reader returns; `true` when the shard list
-    /// should be read again at once (a shard ended: its children wait).
-    async fn reader_ended(&mut self, shard: &str, ended: Ended) -> bool {
+    /// Bookkeeping when a reader returns.
+    async fn reader_ended(&mut self, shard: &str, ended: Ended) {
         let handle = self.readers.remove(shard);
         if let (
             Mode::Leases { table, .. },
@@ -420,7 +434,6 @@ impl Coordinator {
                     "could not release a lease; it expires by itself");
             }
         }
-        ended == Ended::ShardEnd
     }
 
     fn spawn(

@@ -430,6 +430,8 @@ async fn a_split_during_the_run_loses_nothing_and_children_follow_their_parent()
     })
     .await;
     assert_eq!(r.series("sluice_kinesis_receiver_millis_behind_latest{"), 2);
+    // The children came from the parent's last GetRecords (ChildShards).
+    assert_eq!(r.metric("sluice_kinesis_receiver_child_shards_total"), 2.0);
     // Per partition key, order is kept across the split: each trace here
     // has one span, so check the parent's spans came before the
     // children's.

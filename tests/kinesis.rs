@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use prost::Message;
 use sluice_components::receivers::kinesis::kpl::aggregate;
+use sluice_components::receivers::kinesis::leases::LeaseTable;
 use sluice_components::receivers::kinesis::local_server::LocalKinesis;
 use sluice_pdata::haystack::{Span, Tag};
 use support::kafka::{Broker, Follower};
@@ -260,11 +261,16 @@ fn kill_9_in_the_middle_of_a_stream_and_a_restart_lose_nothing() {
     second.stop();
 }
 
+/// The machine's PostgreSQL (`SLUICE_TEST_POSTGRES_URL` overrides).
+fn postgres_url() -> String {
+    std::env::var("SLUICE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
 /// A config for one of several instances sharing the stream through
 /// leases in PostgreSQL.
 fn leased_config(t: &Setup, table: &str, metrics: SocketAddr) -> PathBuf {
-    let url = std::env::var("SLUICE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let url = postgres_url();
     t.dir.write_config(
         &format!("leased-{}.yaml", metrics.port()),
         &format!(
@@ -363,4 +369,10 @@ fn two_instances_share_the_shards_and_a_killed_instances_shard_is_taken_over() {
         .collect();
     assert!(missing.is_empty(), "lost {missing:?}\n{}", b.describe());
     b.stop();
+    t.rt.block_on(async {
+        let leases = LeaseTable::connect(&postgres_url(), &table, "x", "x", Duration::from_secs(1))
+            .await
+            .unwrap();
+        leases.drop_table().await.unwrap();
+    });
 }

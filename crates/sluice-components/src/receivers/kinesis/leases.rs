@@ -274,6 +274,17 @@ impl LeaseTable {
         Ok(())
     }
 
+    /// Drops the whole table (every application's rows). For tests and
+    /// tooling; the receiver never calls it.
+    #[doc(hidden)]
+    pub async fn drop_table(&self) -> Result<(), LeaseError> {
+        sqlx::query(&format!("DROP TABLE IF EXISTS {}", self.table))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err("drop table", e))?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

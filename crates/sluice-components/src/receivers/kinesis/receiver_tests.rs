@@ -491,6 +491,7 @@ async fn leases_fence_a_previous_owner_and_expire() {
         b.snapshot().await.unwrap()[0].checkpoint.as_deref(),
         Some("seq:20")
     );
+    b.drop_table().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -556,4 +557,169 @@ async fn two_instances_split_the_shards_and_one_takes_over_when_the_other_stops(
         "nothing read twice after a clean hand-over"
     );
     b.stop().await;
+    let t = LeaseTable::connect(&postgres_url(), &table, "x", "x", Duration::from_secs(1))
+        .await
+        .unwrap();
+    t.drop_table().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_timestamp_starts_at_the_given_time() {
+    let k = LocalKinesis::start().await;
+    k.create_stream("spans", 1).await;
+    put_plain(&k, "spans", 0..10).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = aws_sdk_kinesis::primitives::DateTime::from(std::time::SystemTime::now());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    put_plain(&k, "spans", 10..20).await;
+    let stamp = t
+        .fmt(aws_sdk_kinesis::primitives::DateTimeFormat::DateTime)
+        .unwrap();
+    let rec = Recorder::new();
+    let r = Running::start(
+        &base(
+            &k.endpoint,
+            "spans",
+            &format!("initial_position: AT_TIMESTAMP\ninitial_timestamp: \"{stamp}\""),
+        ),
+        &rec,
+        Extensions::default(),
+    )
+    .await;
+    wait_until("10 spans", WAIT, || rec.distinct().len() >= 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rec.distinct(), ids(10..20));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_stream_stops_the_start_naming_stream_name() {
+    let k = LocalKinesis::start().await;
+    let telemetry = Telemetry::new(MetricsLevel::Normal);
+    let rec: ConsumerRef = Recorder::new();
+    let receiver = KinesisReceiver::new(
+        &ctx("kinesis", &telemetry, Extensions::default()),
+        &config(&base(&k.endpoint, "no-such-stream", "")),
+        rec,
+    )
+    .unwrap();
+    let err = receiver.start().await.expect_err("no such stream");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("stream_name") && msg.contains("no-such-stream"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_lease_database_stops_the_start_naming_leases() {
+    let k = LocalKinesis::start().await;
+    k.create_stream("spans", 1).await;
+    let telemetry = Telemetry::new(MetricsLevel::Normal);
+    let rec: ConsumerRef = Recorder::new();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let receiver = KinesisReceiver::new(
+        &ctx("kinesis", &telemetry, Extensions::default()),
+        &config(&base(
+            &k.endpoint,
+            "spans",
+            &format!("leases: {{postgres: \"postgres://postgres@127.0.0.1:{port}/test\"}}"),
+        )),
+        rec,
+    )
+    .unwrap();
+    let msg = receiver.start().await.expect_err("no database").to_string();
+    assert!(msg.contains("leases::postgres"), "{msg}");
+}
+
+fn config_errors(yaml: &str) -> Vec<String> {
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+    match sluice_core::factory::parse_config::<KinesisReceiverConfig>(&v) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.into_iter().map(|e| e.path).collect(),
+    }
+}
+
+#[test]
+fn config_defaults_are_haystacks() {
+    let c = config("stream_name: haystack-proto-spans");
+    assert_eq!(c.max_records, 2000);
+    assert_eq!(c.idle_time_between_reads, Duration::from_millis(500));
+    assert_eq!(c.checkpoint_interval, Duration::from_secs(15));
+    assert_eq!(c.initial_position, super::InitialPosition::Latest);
+    assert_eq!(c.encoding, super::decode::Encoding::HaystackProto);
+    assert_eq!(c.endpoint(), None);
+    let c = config("stream_name: s\nendpoint: \"\"\ninitial_position: trim_horizon");
+    assert_eq!(c.endpoint(), None);
+    assert_eq!(c.initial_position, super::InitialPosition::TrimHorizon);
+}
+
+#[test]
+fn config_errors_name_their_fields() {
+    let cases: &[(&str, &str)] = &[
+        ("stream_name: \"a b\"", "stream_name"),
+        ("stream_name: s\nregion: \"\"", "region"),
+        ("stream_name: s\nendpoint: localhost:4567", "endpoint"),
+        ("stream_name: s\nrole_arn: reader", "role_arn"),
+        (
+            "stream_name: s\ninitial_position: AT_TIMESTAMP",
+            "initial_timestamp",
+        ),
+        (
+            "stream_name: s\ninitial_position: AT_TIMESTAMP\ninitial_timestamp: yesterday",
+            "initial_timestamp",
+        ),
+        (
+            "stream_name: s\ninitial_timestamp: \"2026-01-01T00:00:00Z\"",
+            "initial_timestamp",
+        ),
+        ("stream_name: s\nmax_records: 0", "max_records"),
+        ("stream_name: s\nmax_records: 10001", "max_records"),
+        (
+            "stream_name: s\ncheckpoint_interval: 0s",
+            "checkpoint_interval",
+        ),
+        ("stream_name: s\nmax_in_flight: 0", "max_in_flight"),
+        (
+            "stream_name: s\nencoding: otlp_proto\nvalidation: {max_span_size: 10}",
+            "validation",
+        ),
+        (
+            "stream_name: s\nstorage: file_storage\nleases: {postgres: \"postgres://h/db\"}",
+            "storage",
+        ),
+        (
+            "stream_name: s\nleases: {postgres: \"mysql://h/db\"}",
+            "leases::postgres",
+        ),
+        (
+            "stream_name: s\nleases: {postgres: \"postgres://h/db\", table: \"x; drop\"}",
+            "leases::table",
+        ),
+        (
+            "stream_name: s\nleases: {postgres: \"postgres://h/db\", lease_duration: 100ms}",
+            "leases::lease_duration",
+        ),
+    ];
+    for (yaml, path) in cases {
+        let errors = config_errors(yaml);
+        assert!(
+            errors.iter().any(|p| p.ends_with(path)),
+            "{yaml:?}: expected an error at {path}, got {errors:?}"
+        );
+    }
+    let v: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str("stream_name: s\nshard_count: 2").unwrap();
+    let errors = sluice_core::factory::parse_config::<KinesisReceiverConfig>(&v)
+        .err()
+        .expect("unknown field refused");
+    assert!(
+        errors[0].message.contains("unknown field `shard_count`"),
+        "{errors:?}"
+    );
 }

@@ -334,6 +334,9 @@ impl Coordinator {
         let mut last_sync: Option<tokio::time::Instant> = None;
         let mut last_renew_ok = tokio::time::Instant::now();
         let mut resync = true;
+        // Consecutive failed listings: the wait before the next one doubles
+        // from 1 s up to shard_sync_interval while nothing is listed.
+        let mut list_failures = 0u32;
         loop {
             let now = tokio::time::Instant::now();
             if resync || last_sync.is_none_or(|t| now >= t + sync_every) {
@@ -342,12 +345,14 @@ impl Coordinator {
                         listed = l;
                         last_sync = Some(now);
                         resync = false;
+                        list_failures = 0;
                     }
                     Err(e) => {
                         self.shared.counters.read_errors.inc();
                         tracing::warn!(receiver = %self.shared.receiver, stream = %self.config.stream_name,
                             error = %e, "ListShards failed; retrying");
                         last_sync = Some(now);
+                        list_failures = list_failures.saturating_add(1);
                     }
                 }
             }
@@ -379,6 +384,8 @@ impl Coordinator {
             self.shards_reading.set(self.readers.len() as i64);
             let wait = if listed.is_empty() {
                 Duration::from_secs(1)
+                    .saturating_mul(1 << list_failures.saturating_sub(1).min(10))
+                    .min(sync_every.max(Duration::from_secs(1)))
             } else {
                 lease_every.min(sync_every)
             };

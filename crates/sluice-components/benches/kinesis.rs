@@ -237,7 +237,7 @@ fn path(
     exporter: &KafkaMessages,
 ) -> (usize, usize) {
     let spans = read(records, validator, counters);
-    let batch = Batch::new(Payload::Traces(haystack::otlp_from_spans(&spans)));
+    let batch = Batch::new(Payload::Traces(haystack::otlp_from_owned_spans(spans)));
     let (messages, bytes, rejected) = exporter.build(&batch);
     debug_assert_eq!(rejected, 0);
     (messages, bytes)

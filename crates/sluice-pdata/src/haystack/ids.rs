@@ -55,6 +55,16 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Whether `s` is exactly [`hex`]`(bytes)`, without building it.
+pub(crate) fn is_hex_of(bytes: &[u8], s: &str) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let s = s.as_bytes();
+    s.len() == bytes.len() * 2
+        && bytes.iter().zip(s.chunks_exact(2)).all(|(&b, pair)| {
+            pair[0] == DIGITS[usize::from(b >> 4)] && pair[1] == DIGITS[usize::from(b & 0xf)]
+        })
+}
+
 fn hex_digit(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
@@ -102,6 +112,18 @@ fn fnv1a_128(data: &[u8]) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_hex_of_agrees_with_hex() {
+        for bytes in [&[][..], &[0x00], &[0xab, 0x01], &[0xff; 16]] {
+            let h = hex(bytes);
+            assert!(is_hex_of(bytes, &h));
+            assert!(!is_hex_of(bytes, &h.to_uppercase()) || h.chars().all(|c| c.is_ascii_digit()));
+            assert!(!is_hex_of(bytes, &format!("{h}0")));
+        }
+        assert!(!is_hex_of(&[0xab], "ac"));
+        assert!(!is_hex_of(&[0xab], "AB"));
+    }
 
     #[test]
     fn hex_and_uuid_ids_keep_their_bytes() {

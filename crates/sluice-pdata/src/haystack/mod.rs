@@ -68,7 +68,7 @@ mod tests;
 
 pub use ids::{otlp_span_id, otlp_trace_id};
 pub use json::{from_json, to_json, JsonError};
-pub use otlp::{otlp_from_spans, spans_from_otlp};
+pub use otlp::{otlp_from_owned_spans, otlp_from_spans, spans_from_otlp};
 
 /// One Haystack span.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -30,7 +30,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as OtlpSpan, Status};
 use prost::Message;
 
-use super::ids::{hex, otlp_span_id, otlp_trace_id};
+use super::ids::{hex, is_hex_of, otlp_span_id, otlp_trace_id};
 use super::{Log, Span, Tag, TagType, TagValue};
 use crate::ExportTraceServiceRequest;
 
@@ -73,20 +73,38 @@ const KINDS: [(&str, SpanKind); 5] = [
 /// the order of their first span and spans keep their order within a group,
 /// so spans of different services that were interleaved come out grouped.
 pub fn otlp_from_spans(spans: &[Span]) -> ExportTraceServiceRequest {
+    otlp_from_owned_spans(spans.to_vec())
+}
+
+/// As [`otlp_from_spans`], taking the spans: their strings move into the
+/// request instead of being copied (what a receiver that decoded the spans
+/// itself wants).
+pub fn otlp_from_owned_spans(spans: Vec<Span>) -> ExportTraceServiceRequest {
     let mut out: Vec<ResourceSpans> = Vec::new();
     let mut resources: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut scopes: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
     for span in spans {
-        let (resource, scope, span) = span_to_otlp(span);
-        let r = *resources
-            .entry(resource.encode_to_vec())
-            .or_insert_with(|| {
-                out.push(ResourceSpans {
-                    resource: Some(resource),
-                    ..Default::default()
-                });
-                out.len() - 1
+        let (service_name, extras, scope, span) = span_to_otlp(span);
+        // The resource is a function of the service name and the extra
+        // resource attributes; the key says both without building it. The
+        // first byte keeps the two forms apart.
+        let key = if extras.is_empty() {
+            let mut k = Vec::with_capacity(service_name.len() + 1);
+            k.push(0);
+            k.extend_from_slice(service_name.as_bytes());
+            k
+        } else {
+            let mut k = vec![1];
+            k.extend(resource_of(&service_name, extras.clone()).encode_to_vec());
+            k
+        };
+        let r = *resources.entry(key).or_insert_with(|| {
+            out.push(ResourceSpans {
+                resource: Some(resource_of(&service_name, extras)),
+                ..Default::default()
             });
+            out.len() - 1
+        });
         let scope_spans = &mut out[r].scope_spans;
         let key = scope
             .as_ref()
@@ -103,6 +121,24 @@ pub fn otlp_from_spans(spans: &[Span]) -> ExportTraceServiceRequest {
     }
     ExportTraceServiceRequest {
         resource_spans: out,
+    }
+}
+
+/// The resource of a span's service name and `otel.resource.*` tags.
+fn resource_of(service_name: &str, extras: Vec<KeyValue>) -> Resource {
+    let mut attributes = Vec::with_capacity(extras.len() + 1);
+    // `service.name` is written when there is one, and also when an
+    // `otel.resource.service.name` tag would otherwise be read back as it.
+    if !service_name.is_empty() || extras.iter().any(|kv| kv.key == SERVICE_NAME) {
+        attributes.push(key_value(
+            SERVICE_NAME,
+            any_value::Value::StringValue(service_name.to_owned()),
+        ));
+    }
+    attributes.extend(extras);
+    Resource {
+        attributes,
+        ..Default::default()
     }
 }
 
@@ -153,8 +189,27 @@ struct Context<'a> {
     scope_version: String,
 }
 
-fn span_to_otlp(span: &Span) -> (Resource, Option<InstrumentationScope>, OtlpSpan) {
-    let mut tags = span.tags.clone();
+/// One span: its service name and extra resource attributes (the resource,
+/// built by the caller once per distinct value), its scope and the OTLP span.
+fn span_to_otlp(
+    span: Span,
+) -> (
+    String,
+    Vec<KeyValue>,
+    Option<InstrumentationScope>,
+    OtlpSpan,
+) {
+    let Span {
+        trace_id: haystack_trace_id,
+        span_id: haystack_span_id,
+        parent_span_id: haystack_parent_span_id,
+        service_name,
+        operation_name,
+        start_time,
+        duration,
+        logs,
+        mut tags,
+    } = span;
     let kind = take(&KindTag, &mut tags);
     let status_code = take(&StatusTag, &mut tags);
     let status_message = take(&StrTag(STATUS_DESCRIPTION), &mut tags);
@@ -168,37 +223,30 @@ fn span_to_otlp(span: &Span) -> (Resource, Option<InstrumentationScope>, OtlpSpa
 
     let has = |key: &str| tags.iter().any(|t| t.key == key);
     let mut attributes = Vec::with_capacity(tags.len());
-    let trace_id = otlp_trace_id(&span.trace_id);
-    let span_id = otlp_span_id(&span.span_id);
-    let parent_span_id = otlp_span_id(&span.parent_span_id);
+    let trace_id = otlp_trace_id(&haystack_trace_id);
+    let span_id = otlp_span_id(&haystack_span_id);
+    let parent_span_id = otlp_span_id(&haystack_parent_span_id);
     for (key, original, bytes) in [
-        (TRACE_ID, &span.trace_id, &trace_id),
-        (SPAN_ID, &span.span_id, &span_id),
-        (PARENT_SPAN_ID, &span.parent_span_id, &parent_span_id),
+        (TRACE_ID, haystack_trace_id, &trace_id),
+        (SPAN_ID, haystack_span_id, &span_id),
+        (PARENT_SPAN_ID, haystack_parent_span_id, &parent_span_id),
     ] {
-        if hex(bytes) != *original || has(key) {
-            attributes.push(key_value(
-                key,
-                any_value::Value::StringValue(original.clone()),
-            ));
+        if !is_hex_of(bytes, &original) || has(key) {
+            attributes.push(key_value(key, any_value::Value::StringValue(original)));
         }
     }
-    let (start_time_unix_nano, end_time_unix_nano) =
-        match exact_times(span.start_time, span.duration) {
-            Some(times) if !has(START_TIME) && !has(DURATION) => times,
-            _ => {
-                attributes.push(key_value(
-                    START_TIME,
-                    any_value::Value::IntValue(span.start_time),
-                ));
-                attributes.push(key_value(
-                    DURATION,
-                    any_value::Value::IntValue(span.duration),
-                ));
-                clamped_times(span.start_time, span.duration)
-            }
-        };
-    attributes.extend(tags.iter().map(tag_to_attribute));
+    let (start_time_unix_nano, end_time_unix_nano) = match exact_times(start_time, duration) {
+        Some(times) if !has(START_TIME) && !has(DURATION) => times,
+        _ => {
+            attributes.push(key_value(
+                START_TIME,
+                any_value::Value::IntValue(start_time),
+            ));
+            attributes.push(key_value(DURATION, any_value::Value::IntValue(duration)));
+            clamped_times(start_time, duration)
+        }
+    };
+    attributes.extend(tags.into_iter().map(tag_into_attribute));
 
     let status = (status_code != 0 || !status_message.is_empty()).then_some(Status {
         code: status_code,
@@ -210,40 +258,26 @@ fn span_to_otlp(span: &Span) -> (Resource, Option<InstrumentationScope>, OtlpSpa
         trace_state,
         parent_span_id,
         flags: 0,
-        name: span.operation_name.clone(),
+        name: operation_name,
         kind,
         start_time_unix_nano,
         end_time_unix_nano,
         attributes,
         dropped_attributes_count,
-        events: span.logs.iter().map(log_to_event).collect(),
+        events: logs.into_iter().map(log_to_event).collect(),
         dropped_events_count,
         links: Vec::new(),
         dropped_links_count,
         status,
     };
 
-    let mut resource_attributes = Vec::with_capacity(extras.len() + 1);
-    // `service.name` is written when there is one, and also when an
-    // `otel.resource.service.name` tag would otherwise be read back as it.
-    if !span.service_name.is_empty() || extras.iter().any(|kv| kv.key == SERVICE_NAME) {
-        resource_attributes.push(key_value(
-            SERVICE_NAME,
-            any_value::Value::StringValue(span.service_name.clone()),
-        ));
-    }
-    resource_attributes.extend(extras);
-    let resource = Resource {
-        attributes: resource_attributes,
-        ..Default::default()
-    };
     let scope =
         (!scope_name.is_empty() || !scope_version.is_empty()).then(|| InstrumentationScope {
             name: scope_name,
             version: scope_version,
             ..Default::default()
         });
-    (resource, scope, otlp)
+    (service_name, extras, scope, otlp)
 }
 
 fn span_from_otlp(span: &OtlpSpan, context: &Context<'_>) -> Span {
@@ -316,8 +350,8 @@ fn span_from_otlp(span: &OtlpSpan, context: &Context<'_>) -> Span {
     }
 }
 
-fn log_to_event(log: &Log) -> Event {
-    let mut fields = log.fields.clone();
+fn log_to_event(log: Log) -> Event {
+    let mut fields = log.fields;
     let name = take(&StrTag(EVENT_NAME), &mut fields);
     let dropped_attributes_count = take(&CountTag(DROPPED_ATTRIBUTES), &mut fields);
     let mut attributes = Vec::with_capacity(fields.len());
@@ -332,7 +366,7 @@ fn log_to_event(log: &Log) -> Event {
             clamp_nanos(i128::from(log.timestamp) * 1000)
         }
     };
-    attributes.extend(fields.iter().map(tag_to_attribute));
+    attributes.extend(fields.into_iter().map(tag_into_attribute));
     Event {
         time_unix_nano,
         name,
@@ -467,6 +501,23 @@ fn tag_to_attribute(tag: &Tag) -> KeyValue {
                 TagValue::VDouble(d) => any_value::Value::DoubleValue(*d),
                 TagValue::VBool(b) => any_value::Value::BoolValue(*b),
                 TagValue::VBytes(b) => any_value::Value::BytesValue(b.clone()),
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// As [`tag_to_attribute`], moving the strings.
+fn tag_into_attribute(tag: Tag) -> KeyValue {
+    KeyValue {
+        key: tag.key,
+        value: tag.value.map(|v| AnyValue {
+            value: Some(match v {
+                TagValue::VStr(s) => any_value::Value::StringValue(s),
+                TagValue::VLong(n) => any_value::Value::IntValue(n),
+                TagValue::VDouble(d) => any_value::Value::DoubleValue(d),
+                TagValue::VBool(b) => any_value::Value::BoolValue(b),
+                TagValue::VBytes(b) => any_value::Value::BytesValue(b),
             }),
         }),
         ..Default::default()

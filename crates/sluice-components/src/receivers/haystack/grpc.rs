@@ -115,9 +115,7 @@ impl UnaryService<Span> for Dispatch {
         let handler = self.0.clone();
         Box::pin(async move {
             let span = request.into_inner();
-            let batch = Batch::new(Payload::Traces(haystack::otlp_from_spans(
-                std::slice::from_ref(&span),
-            )));
+            let batch = Batch::new(Payload::Traces(haystack::otlp_from_owned_spans(vec![span])));
             Ok(Response::new(dispatch_result(handler.deliver(batch).await)))
         })
     }

@@ -325,7 +325,7 @@ async fn route(state: &HttpState, req: Request) -> Result<Response, RequestError
     let hint = announced.and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
     let bytes = read_body(req.into_body(), limit, hint).await?;
     let spans = decode(kind, format, &bytes)?;
-    let batch = Batch::new(Payload::Traces(haystack::otlp_from_spans(&spans)));
+    let batch = Batch::new(Payload::Traces(haystack::otlp_from_owned_spans(spans)));
     Ok(match state.handler.deliver(batch).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(e) => refusal_response(&e),

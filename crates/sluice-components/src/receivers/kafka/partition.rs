@@ -226,7 +226,7 @@ impl PartitionTask {
                 if spans.is_empty() {
                     return (None, next);
                 }
-                Batch::new(Payload::Traces(haystack::otlp_from_spans(&spans)))
+                Batch::new(Payload::Traces(haystack::otlp_from_owned_spans(spans)))
             } else {
                 let mut batches = Vec::with_capacity(fetched.len());
                 for f in fetched {

@@ -196,9 +196,9 @@ impl Shared {
             if spans.is_empty() {
                 return None;
             }
-            return Some(Batch::new(Payload::Traces(haystack::otlp_from_spans(
-                &spans,
-            ))));
+            return Some(Batch::new(Payload::Traces(
+                haystack::otlp_from_owned_spans(spans),
+            )));
         }
         if batches.is_empty() {
             return None;

@@ -80,11 +80,11 @@ const CONFIG: &str = "brokers: [k:9092]
 traces: {topic: proto-spans, encoding: haystack_proto}
 extra_topics:
   - topic: errors-only
-match_tags: {error: \"true\", env: prod}
+    match_tags: {error: \"true\", env: prod}
   - topic: slow
-match_tags: {slow: true}
+    match_tags: {slow: true}
   - topic: errors-only
-match_tags: {team: payments}";
+    match_tags: {team: payments}";
 
 #[test]
 fn matching_spans_are_copied_once_per_topic_with_the_same_key_and_value() {
@@ -217,11 +217,11 @@ fn config_errors_name_the_extra_topics_field() {
         "the traces' own encoding counts"
     );
     assert_eq!(
-        error_paths(&format!(
-            "{hs}extra_topics: [{{topic: ok, match_tags: {{a: b}}}}, {{topic: x, match_tags: {{}}}}]"
-        )),
-        vec!["extra_topics::1::match_tags"]
-    );
+            error_paths(&format!(
+                "{hs}extra_topics: [{{topic: ok, match_tags: {{a: b}}}}, {{topic: x, match_tags: {{}}}}]"
+            )),
+            vec!["extra_topics::1::match_tags"]
+        );
     assert_eq!(
         error_paths(&format!("{hs}extra_topics: [{{topic: x}}]")),
         vec!["extra_topics::0::match_tags"]
@@ -265,8 +265,8 @@ fn extra_topics_without_a_traces_pipeline_fail_the_build() {
     let (mut ctx, _t) = build_context("kafka");
     ctx.signals = vec![Signal::Logs];
     let c = config(
-        "brokers: [k:9092]\ntraces: {encoding: haystack_proto}\nextra_topics: [{topic: x, match_tags: {a: b}}]",
-    );
+            "brokers: [k:9092]\ntraces: {encoding: haystack_proto}\nextra_topics: [{topic: x, match_tags: {a: b}}]",
+        );
     let err = KafkaExporterFactory
         .create(ctx.clone(), &c)
         .err()
@@ -350,21 +350,21 @@ async fn an_extra_topic_receives_exactly_the_matching_spans_keyed_by_trace_id() 
     assert_eq!(extra.len(), 10);
     let text = telemetry.encode();
     assert_eq!(
-        counter_value(
-            &text,
-            "sluice_kafka_exporter_extra_topic_messages_sent_total{exporter=\"kafka/hs\",topic=\"errors-only\"}"
-        ),
-        Some(10),
-        "{text}"
-    );
+            counter_value(
+                &text,
+                "sluice_kafka_exporter_extra_topic_messages_sent_total{exporter=\"kafka/hs\",topic=\"errors-only\"}"
+            ),
+            Some(10),
+            "{text}"
+        );
     assert_eq!(
-        counter_value(
-            &text,
-            "sluice_kafka_exporter_extra_topic_messages_sent_total{exporter=\"kafka/hs\",topic=\"slow\"}"
-        ),
-        Some(0),
-        "{text}"
-    );
+            counter_value(
+                &text,
+                "sluice_kafka_exporter_extra_topic_messages_sent_total{exporter=\"kafka/hs\",topic=\"slow\"}"
+            ),
+            Some(0),
+            "{text}"
+        );
     assert_eq!(
         counter_value(&text, "sluice_kafka_exporter_messages_sent_total"),
         Some(40),

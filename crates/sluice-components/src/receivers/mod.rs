@@ -27,3 +27,17 @@ pub(crate) fn rejected_requests(
         ],
     )
 }
+
+/// `raw` with every character but letters, digits, `_` and `-` replaced by
+/// `_`: a name the `file_storage` extension accepts for a store or a key.
+pub(crate) fn storage_safe(raw: &str) -> String {
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -189,3 +189,30 @@ impl ExtensionFactory for FileStorageFactory {
 pub fn register(r: &mut Registry) {
     r.extension(FileStorageFactory);
 }
+
+/// Test support: a started `file_storage` extension (id `file_storage`)
+/// keeping its files in `dir`, as the service hands it to components.
+#[cfg(test)]
+pub(crate) async fn started_for_test(dir: &std::path::Path) -> sluice_core::Extensions {
+    use sluice_core::{
+        BuildContext, ComponentId, Extension, ExtensionFactory, Health, Kind, Telemetry,
+    };
+    let telemetry = Telemetry::new(sluice_core::telemetry::MetricsLevel::None);
+    let ctx = BuildContext {
+        id: ComponentId::new(TYPE, None),
+        kind: Kind::Extension,
+        pipeline: None,
+        signal: None,
+        signals: Vec::new(),
+        telemetry,
+        health: Health::default(),
+        extensions: Default::default(),
+    };
+    let cfg: FileStorageConfig =
+        serde_yaml_ng::from_str(&format!("directory: {}", dir.display())).expect("config");
+    let ext: std::sync::Arc<dyn Extension> = FileStorageFactory.create(ctx, &cfg).expect("create");
+    ext.start().await.expect("start");
+    let mut map = std::collections::BTreeMap::new();
+    map.insert(ComponentId::new(TYPE, None), ext);
+    sluice_core::Extensions::new(map)
+}

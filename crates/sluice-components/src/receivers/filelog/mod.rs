@@ -165,16 +165,7 @@ pub struct FilelogReceiver {
 
 /// The store name of receiver `id`: `receiver_filelog[_name]`.
 fn store_name(id: &ComponentId) -> String {
-    let raw = format!("receiver_{id}");
-    raw.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    super::storage_safe(&format!("receiver_{id}"))
 }
 
 impl FilelogReceiver {

@@ -12,13 +12,12 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use sluice_core::factory::parse_config;
 use sluice_core::telemetry::MetricsLevel;
 use sluice_core::{
-    BuildContext, ComponentId, ConsumeError, Consumer, Extension, ExtensionFactory, Extensions,
-    Health, Kind, Lifecycle, Telemetry,
+    BuildContext, ComponentId, ConsumeError, Consumer, Extensions, Health, Kind, Lifecycle,
+    Telemetry,
 };
 use sluice_pdata::{Batch, Payload, Signal};
 
 use super::*;
-use crate::extensions::file_storage::{FileStorageConfig, FileStorageFactory};
 
 /// One received log record: body and attributes.
 #[derive(Debug, Clone, PartialEq)]
@@ -539,23 +538,7 @@ async fn a_permanent_refusal_drops_and_counts() {
 
 /// A started `file_storage` extension in `dir`, as the service would hand it.
 async fn storage(dir: &Path) -> Extensions {
-    let telemetry = Telemetry::new(MetricsLevel::None);
-    let mut ctx = ctx(&telemetry, Extensions::default());
-    ctx.id = ComponentId::new("file_storage", None);
-    ctx.kind = Kind::Extension;
-    let cfg: FileStorageConfig = parse_config_value(&format!("directory: {}", dir.display()));
-    let ext: Arc<dyn Extension> = FileStorageFactory.create(ctx, &cfg).unwrap();
-    ext.start().await.unwrap();
-    let mut map = std::collections::BTreeMap::new();
-    map.insert(ComponentId::new("file_storage", None), ext);
-    Extensions::new(map)
-}
-
-fn parse_config_value<C: sluice_core::ComponentConfig + Clone>(yaml: &str) -> C {
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
-    let parsed = sluice_core::factory::parse_config::<C>(&v).unwrap_or_else(|e| panic!("{e:?}"));
-    let _ = parsed;
-    serde_yaml_ng::from_str::<C>(yaml).unwrap()
+    crate::extensions::file_storage::started_for_test(dir).await
 }
 
 /// Starts, retrying while the previous run's store lock is being released.

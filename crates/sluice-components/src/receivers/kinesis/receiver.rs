@@ -27,16 +27,7 @@ use super::validate::Validator;
 
 /// The store name of receiver `id` in the storage extension.
 fn store_name(id: &ComponentId, stream: &str) -> String {
-    format!("receiver_{id}_{stream}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    crate::receivers::storage_safe(&format!("receiver_{id}_{stream}"))
 }
 
 /// Builds the Kinesis client: the standard credential chain, the region

@@ -2,7 +2,7 @@
 //! server (kinesis-local, one per test) and, for leases, the machine's
 //! PostgreSQL. The pipeline is a recorder in the test.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,8 +13,8 @@ use aws_sdk_kinesis::primitives::Blob;
 use prost::Message;
 use sluice_core::telemetry::MetricsLevel;
 use sluice_core::{
-    Batch, BuildContext, ComponentId, ConsumeError, Consumer, ConsumerRef, Extension, Extensions,
-    Health, Kind, Lifecycle, Payload, Signal, Telemetry,
+    Batch, BuildContext, ComponentId, ConsumeError, Consumer, ConsumerRef, Extensions, Health,
+    Kind, Lifecycle, Payload, Signal, Telemetry,
 };
 use sluice_pdata::haystack::{spans_from_otlp, Span, Tag};
 
@@ -23,8 +23,6 @@ use super::kpl::aggregate;
 use super::leases::LeaseTable;
 use super::local_server::LocalKinesis;
 use super::receiver::KinesisReceiver;
-use crate::extensions::file_storage::{FileStorageConfig, FileStorageFactory};
-use sluice_core::ExtensionFactory;
 
 /// A pipeline that records the span ids it accepts; it can refuse every
 /// call while `refusing` is set.
@@ -104,17 +102,7 @@ fn config(yaml: &str) -> KinesisReceiverConfig {
 
 /// A started `file_storage` extension in `dir`.
 async fn storage(dir: &Path) -> Extensions {
-    let telemetry = Telemetry::new(MetricsLevel::None);
-    let mut c = ctx("file_storage", &telemetry, Extensions::default());
-    c.kind = Kind::Extension;
-    let v: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&format!("directory: {}", dir.display())).unwrap();
-    let cfg: FileStorageConfig = serde_yaml_ng::from_value(v).unwrap();
-    let ext: Arc<dyn Extension> = FileStorageFactory.create(c, &cfg).unwrap();
-    ext.start().await.unwrap();
-    let mut map = BTreeMap::new();
-    map.insert(ComponentId::new("file_storage", None), ext);
-    Extensions::new(map)
+    crate::extensions::file_storage::started_for_test(dir).await
 }
 
 struct Running {

@@ -25,20 +25,10 @@ pub(crate) struct LocalStore {
     memory: Mutex<HashMap<String, Checkpoint>>,
 }
 
-/// The key of a shard's checkpoint (`shard_<id>`; shard ids are letters,
-/// digits, '-' and '_', anything else becomes '_').
+/// The key of a shard's checkpoint: `shard_<id>` (shard ids are letters,
+/// digits, '-' and '_' already).
 fn key(shard: &str) -> String {
-    let id: String = shard
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("shard_{id}")
+    crate::receivers::storage_safe(&format!("shard_{shard}"))
 }
 
 impl LocalStore {

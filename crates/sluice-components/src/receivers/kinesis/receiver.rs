@@ -209,7 +209,7 @@ impl Lifecycle for KinesisReceiver {
         let shared = Arc::new(Shared {
             receiver: self.id.clone(),
             stream: c.stream_name.clone(),
-            client: client.clone(),
+            client,
             consumer: self.consumer.clone(),
             encoding: c.encoding,
             validator: Validator::new(c.validation.clone()),
@@ -228,7 +228,6 @@ impl Lifecycle for KinesisReceiver {
         let stop = CancellationToken::new();
         let coordinator = Coordinator {
             shared,
-            client,
             config: c.clone(),
             mode,
             stop: stop.clone(),
@@ -302,7 +301,6 @@ struct ReaderHandle {
 
 struct Coordinator {
     shared: Arc<Shared>,
-    client: Client,
     config: KinesisReceiverConfig,
     mode: Mode,
     stop: CancellationToken,
@@ -331,7 +329,7 @@ impl Coordinator {
         loop {
             let now = tokio::time::Instant::now();
             if resync || last_sync.is_none_or(|t| now >= t + sync_every) {
-                match list_shards(&self.client, &self.config.stream_name).await {
+                match list_shards(&self.shared.client, &self.config.stream_name).await {
                     Ok(l) => {
                         listed = l;
                         last_sync = Some(now);

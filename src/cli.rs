@@ -46,16 +46,9 @@ enum Command {
     DefaultConfig,
 }
 
-/// Every component this binary knows.
-pub fn registry() -> Registry {
-    let mut r = Registry::new();
-    sluice_components::register_all(&mut r);
-    r
-}
-
-pub fn run(cli: Cli) -> ExitCode {
+pub fn run(cli: Cli, registry: &dyn Fn() -> Registry) -> ExitCode {
     match cli.command {
-        Command::Run { config } => run_collector(&config),
+        Command::Run { config } => run_collector(&config, registry()),
         Command::Validate { config } => match load(&config, &registry()) {
             Ok(_) => {
                 println!("configuration is valid");
@@ -131,8 +124,7 @@ fn print_components(registry: &Registry) {
     }
 }
 
-fn run_collector(paths: &[PathBuf]) -> ExitCode {
-    let registry = registry();
+fn run_collector(paths: &[PathBuf], registry: Registry) -> ExitCode {
     let cfg = match load(paths, &registry) {
         Ok(c) => c,
         Err(e) => return config_failure(&e),

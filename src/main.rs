@@ -1,14 +1,7 @@
-//! The `sluice` binary: command line, logging, and the process's edge
-//! (exit codes, signals). Everything else lives in the library crates.
-
-mod cli;
-mod logging;
+//! The stock `sluice` binary: every family its features compiled in.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
-    cli::run(args)
+    sluice::main_with(&[])
 }

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use sluice_components::receivers::kinesis::kpl::aggregate;
-use sluice_components::receivers::kinesis::leases::LeaseTable;
-use sluice_components::receivers::kinesis::local_server::LocalKinesis;
+use sluice_kinesis::receivers::kinesis::kpl::aggregate;
+use sluice_kinesis::receivers::kinesis::leases::LeaseTable;
+use sluice_kinesis::receivers::kinesis::local_server::LocalKinesis;
 use sluice_pdata::haystack::{Span, Tag};
 use support::kafka::{Broker, Follower};
 use support::*;

@@ -228,7 +228,18 @@ impl Sluice {
 
     /// As [`Sluice::spawn`], with extra environment variables.
     pub fn spawn_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Sluice {
-        let mut cmd = Command::new(sluice_bin());
+        Sluice::spawn_program(&sluice_bin(), cwd, args, env)
+    }
+
+    /// As [`Sluice::spawn_with_env`], running the binary at `program` (a
+    /// build of sluice with other features).
+    pub fn spawn_program(
+        program: &Path,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sluice {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(cwd)
             .stdin(Stdio::null())
@@ -243,7 +254,7 @@ impl Sluice {
         }
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", sluice_bin().display()));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         let stdout = Captured::default();
         let stderr = Captured::default();
         let readers = vec![

@@ -225,10 +225,13 @@ pub(crate) struct Entry {
     pub build: Builder,
 }
 
-/// Every component type the binary knows, by kind and type name.
+/// Every component type the binary knows, by kind and type name; and the
+/// types it knows of but was built without, with the cargo feature that
+/// builds them, so a config naming one is told what to build.
 #[derive(Default)]
 pub struct Registry {
     entries: BTreeMap<(Kind, &'static str), Entry>,
+    not_compiled: BTreeMap<(Kind, &'static str), &'static str>,
 }
 
 impl Registry {
@@ -310,6 +313,26 @@ impl Registry {
             })),
         });
         self
+    }
+
+    /// Records that `type_name` exists but is not in this binary: the
+    /// cargo feature `feature` of the `sluice` binary builds it.
+    pub fn not_compiled(
+        &mut self,
+        kind: Kind,
+        type_name: &'static str,
+        feature: &'static str,
+    ) -> &mut Self {
+        self.not_compiled.insert((kind, type_name), feature);
+        self
+    }
+
+    /// The feature that builds `type_name`, when it is known but absent.
+    pub fn feature_for(&self, kind: Kind, type_name: &str) -> Option<&'static str> {
+        self.not_compiled
+            .iter()
+            .find(|((k, t), _)| *k == kind && *t == type_name)
+            .map(|(_, f)| *f)
     }
 
     pub(crate) fn get(&self, kind: Kind, type_name: &str) -> Option<&Entry> {

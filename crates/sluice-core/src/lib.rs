@@ -10,11 +10,14 @@ pub mod config;
 pub mod consumer;
 pub mod exporter_helper;
 pub mod factory;
+pub mod file_storage;
 pub mod persistent_queue;
 pub mod service;
 pub mod telemetry;
-#[cfg(test)]
-pub(crate) mod testkit;
+/// Test components (feature `testkit`): for the core's own tests and for
+/// component crates that validate a whole graph around their component.
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use component::{
     BuildContext, ComponentError, ComponentId, Exporter, Extension, Extensions, Health,

@@ -13,10 +13,12 @@
 //! builds. Errors name their place with `::`-joined paths, as the
 //! OpenTelemetry Collector does (`exporters::otlp/2::endpoint`).
 
+mod endpoint;
 mod expand;
 mod load;
 mod validate;
 
+pub use endpoint::check_endpoint;
 pub use expand::expand;
 pub use load::{load, load_str, merge, Source};
 pub use validate::{

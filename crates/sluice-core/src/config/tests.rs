@@ -4,6 +4,7 @@ use serde_yaml_ng::Value;
 
 use super::*;
 use crate::testkit;
+use crate::Kind;
 
 fn src(text: &str) -> Source {
     Source {
@@ -63,6 +64,23 @@ fn unknown_component_type_names_its_path() {
     let e = errors(&GOOD.replace("  collect:\n", "  collect:\n  nope/x:\n"));
     assert!(
         has(&e, "exporters::nope/x", "unknown exporter type \"nope\""),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_type_built_by_a_missing_feature_names_the_feature() {
+    let (mut registry, _) = testkit::registry();
+    registry.not_compiled(Kind::Exporter, "kafka", "kafka");
+    let text = GOOD.replace("  collect:\n", "  collect:\n  kafka/x:\n");
+    let value = load(&[src(&text)]).expect("yaml");
+    let e = validate(&value, &registry).err().expect("invalid").0;
+    assert!(
+        has(
+            &e,
+            "exporters::kafka/x",
+            "exporter type \"kafka\" is not compiled into this binary: build sluice with the cargo feature `kafka`"
+        ),
         "{e:?}"
     );
 }

@@ -290,13 +290,17 @@ pub fn validate(root: &Value, registry: &Registry) -> Result<ValidConfig, Config
                 }
             };
             let Some(entry) = registry.get(kind, id.type_name()) else {
-                errors.push(ConfigError::new(
-                    path,
-                    format!(
+                let message = match registry.feature_for(kind, id.type_name()) {
+                    Some(feature) => format!(
+                        "{kind} type {:?} is not compiled into this binary: build sluice with the cargo feature `{feature}`",
+                        id.type_name()
+                    ),
+                    None => format!(
                         "unknown {kind} type {:?} (`sluice components` lists the known ones)",
                         id.type_name()
                     ),
-                ));
+                };
+                errors.push(ConfigError::new(path, message));
                 continue;
             };
             match (entry.parse)(body) {

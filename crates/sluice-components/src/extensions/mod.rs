@@ -1,2 +1,0 @@
-pub mod file_storage;
-pub mod health_check;

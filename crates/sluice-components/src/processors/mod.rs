@@ -1,3 +1,0 @@
-pub mod attributes;
-pub mod batch;
-pub mod memory_limiter;

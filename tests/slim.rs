@@ -1,7 +1,7 @@
 //! The OTLP-only distribution (`--no-default-features --features slim`):
 //! it lists exactly its families' components, tells a config naming a
-//! component it was built without which feature builds it, and runs a
-//! pipeline end to end. scripts/test builds it and sets `SLUICE_SLIM_BIN`;
+//! component it was built without which feature builds it, and runs the
+//! built-in default config end to end. scripts/test builds it and sets `SLUICE_SLIM_BIN`;
 //! without it these tests fail with instructions (never skip).
 
 mod support;
@@ -64,23 +64,11 @@ fn slim_lists_exactly_the_otlp_processor_and_basic_components() {
 #[test]
 fn slim_names_the_feature_that_builds_a_missing_component() {
     let dir = TestDir::new();
-    let config = dir.write_config(
-        "kafka.yaml",
-        r#"
-receivers:
-  kafka:
-    brokers: [127.0.0.1:9092]
-  filelog:
-    include: [/tmp/x.log]
-exporters:
-  debug:
-service:
-  pipelines:
-    logs:
-      receivers: [kafka, filelog]
-      exporters: [debug]
-"#,
-    );
+    let yaml =
+        "receivers: {kafka: {brokers: [127.0.0.1:9092]}, filelog: {include: [/tmp/x.log]}}\n\
+                exporters: {debug: {}}\n\
+                service: {pipelines: {logs: {receivers: [kafka, filelog], exporters: [debug]}}}\n";
+    let config = dir.write_config("kafka.yaml", yaml);
     let (code, stdout, stderr) = slim_cli(&dir, &["validate", "-c", config.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{stdout}\n{stderr}");
     for (path, feature) in [
@@ -96,48 +84,18 @@ service:
     }
 }
 
+/// The built-in default config (OTLP on 127.0.0.1:4317/4318, `batch`, one
+/// `file` exporter per signal under ./sluice-data) runs on the slim build:
+/// the README's first command works on it.
 #[test]
-fn slim_runs_otlp_through_batch_into_a_file() {
+fn slim_runs_the_default_config() {
     let dir = TestDir::new();
-    let http = free_addr();
-    let out = dir.join("traces.jsonl");
-    let config = dir.write_config(
-        "slim.yaml",
-        &format!(
-            r#"
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: {http}
-processors:
-  memory_limiter: {{ check_interval: 1s, limit_mib: 256 }}
-  batch: {{ timeout: 10ms }}
-exporters:
-  file:
-    path: {out}
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [memory_limiter, batch]
-      exporters: [file]
-  telemetry:
-    metrics: {{ level: none }}
-"#,
-            out = out.display()
-        ),
-    );
-    let mut sluice = Sluice::spawn_program(
-        &slim_bin(),
-        dir.path(),
-        &["run", "-c", config.to_str().unwrap()],
-        &[],
-    );
+    let mut sluice = Sluice::spawn_program(&slim_bin(), dir.path(), &["run"], &[]);
     sluice.wait_running();
     let ids = IdGen::new();
     let sent = make_spans(&ids, "slim", 5);
     let body = trace_request_protobuf("slim-test", &sent);
+    let http: std::net::SocketAddr = "127.0.0.1:4318".parse().unwrap();
     let stream = http_send(
         http,
         "POST",
@@ -146,13 +104,13 @@ service:
         &body,
         Duration::from_secs(30),
     )
-    .expect("send");
+    .expect("send to the default config's OTLP/HTTP port");
     let resp = http_read_response(stream).expect("answer");
     assert_eq!(resp.status, 200, "{}", resp.text());
     sluice.terminate();
     let st = sluice.wait_exit(Duration::from_secs(30));
     assert!(st.success(), "{}", sluice.describe());
-    let got: BTreeSet<String> = spans(&read_json_lines(&out))
+    let got: BTreeSet<String> = spans(&read_json_lines(&dir.join("sluice-data/traces.jsonl")))
         .iter()
         .map(|s| s.str_field("name"))
         .collect();
